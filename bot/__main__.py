@@ -1,0 +1,57 @@
+"""Command line: ``python -m bot serve | call | demo | doctor | report``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from bot.config import ConfigError, load_settings
+from bot.logs import setup_logging
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from bot.server import create_app
+
+    settings = load_settings(args.config)
+    setup_logging(settings.log_level, settings.log_format)
+    host = args.host or settings.host
+    port = args.port or int(os.environ.get("PORT", settings.port))
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level="warning",
+        # A PaaS router terminates TLS and forwards; trust its X-Forwarded-* headers.
+        proxy_headers=True,
+        forwarded_allow_ips="*",
+        ws_max_size=1 << 20,
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the bot server")
+    serve.add_argument("--host", help="interface to bind (default: HOST or 0.0.0.0)")
+    serve.add_argument("--port", type=int, help="port (default: $PORT, else 8080)")
+    serve.add_argument("--config", help="TOML config file (default: $BOT_CONFIG)")
+    serve.set_defaults(run=_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except ConfigError as e:
+        print(f"configuration error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

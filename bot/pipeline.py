@@ -1,0 +1,130 @@
+"""The per-call conversation: transport in -> STT -> user turn -> LLM -> TTS -> transport out.
+
+This module knows the conversation and nothing of HTTP or Exotel's JSON. It is built fresh for
+every call (Pipecat pipelines must not be reused across sessions, pipecat-notes §8.4) from
+cheap factories; the heavy objects come in through ``ProviderContext.shared``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
+from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
+from pipecat.audio.vad.silero import SileroVADAnalyzer
+from pipecat.audio.vad.vad_analyzer import VADParams
+from pipecat.observers.base_observer import BaseObserver
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.processors.aggregators.llm_response_universal import (
+    LLMContextAggregatorPair,
+    LLMUserAggregatorParams,
+)
+from pipecat.processors.frame_processor import FrameProcessor
+from pipecat.turns.user_start import (
+    TranscriptionUserTurnStartStrategy,
+    VADUserTurnStartStrategy,
+)
+from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy
+from pipecat.turns.user_turn_strategies import UserTurnStrategies
+
+from bot.providers import ProviderChoice, ProviderContext
+from bot.transport import ExotelTransport
+
+END_CALL_TOOL = FunctionSchema(
+    name="end_call",
+    description=(
+        "End the phone call. Call it after saying a short goodbye, when the caller says "
+        "goodbye or has nothing else to ask."
+    ),
+    properties={},
+    required=[],
+)
+
+
+def pipeline_input_rate(call_rate: int) -> int:
+    """Silero VAD takes 8 or 16 kHz, so a 24 kHz call is heard at 16 kHz."""
+    return 16000 if call_rate == 24000 else call_rate
+
+
+@dataclass
+class CallPipeline:
+    """The pieces of one call's pipeline that the call controller talks to."""
+
+    worker: PipelineWorker
+    context: LLMContext
+    aggregators: LLMContextAggregatorPair
+    llm: FrameProcessor
+    tts: FrameProcessor
+
+
+def build_call_pipeline(
+    transport: ExotelTransport,
+    choice: ProviderChoice,
+    ctx: ProviderContext,
+    *,
+    extra_processors: list[FrameProcessor] | None = None,
+    observers: list[BaseObserver] | None = None,
+    vad_analyzer=None,
+) -> CallPipeline:
+    """Assemble one call's pipeline.
+
+    ``extra_processors`` go between the TTS and the output (e.g. the holding-phrase
+    processor), so what they push is bot audio like any other. ``vad_analyzer`` lets tests
+    use a deterministic VAD; the default is Silero from Pipecat's bundled ONNX model.
+    """
+    s = ctx.settings
+    stt = choice.stt.factory(ctx)
+    llm = choice.llm.factory(ctx)
+    tts = choice.tts.factory(ctx)
+
+    tools = ToolsSchema(standard_tools=[END_CALL_TOOL]) if choice.llm.tools else None
+    context = LLMContext(tools=tools) if tools else LLMContext()
+    vad = vad_analyzer or SileroVADAnalyzer(
+        sample_rate=ctx.in_rate,
+        params=VADParams(
+            confidence=s.vad_confidence, start_secs=s.vad_start_secs, stop_secs=s.vad_stop_secs
+        ),
+    )
+    aggregators = LLMContextAggregatorPair(
+        context,
+        user_params=LLMUserAggregatorParams(
+            vad_analyzer=vad,
+            # Model-free turn end: smart-turn often waits its 3 s fallback on phone audio
+            # (offline-models §7.4); a short speech timeout answers in ~0.5 s.
+            user_turn_strategies=UserTurnStrategies(
+                start=[VADUserTurnStartStrategy(), TranscriptionUserTurnStartStrategy()],
+                stop=[
+                    SpeechTimeoutUserTurnStopStrategy(
+                        user_speech_timeout=s.turn_speech_timeout_secs
+                    )
+                ],
+            ),
+        ),
+    )
+    processors = [
+        transport.input(),
+        stt,  # before the aggregator: it consumes transcripts (offline-models §7.4)
+        aggregators.user(),
+        llm,
+        tts,
+        *(extra_processors or []),
+        transport.output(),
+        aggregators.assistant(),
+    ]
+    worker = PipelineWorker(
+        Pipeline(processors),
+        params=PipelineParams(
+            audio_in_sample_rate=ctx.in_rate,
+            audio_out_sample_rate=ctx.out_rate,
+            enable_metrics=True,
+            enable_usage_metrics=True,
+        ),
+        enable_rtvi=False,
+        # The call controller owns idle handling (prompt, then goodbye); Pipecat's 5-minute
+        # idle cancel would cut a silent caller without a word.
+        idle_timeout_secs=None,
+        observers=observers or [],
+    )
+    return CallPipeline(worker, context, aggregators, llm, tts)

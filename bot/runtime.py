@@ -1,0 +1,133 @@
+"""Process-wide state: settings, chosen providers, shared models, live calls, metrics.
+
+Everything heavy happens in ``Runtime.start`` (process start), never per call on the event
+loop: Exotel fails a stream whose handshake takes 10 s, and one call's model load would
+freeze every other call's audio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from fastapi import WebSocket
+from loguru import logger
+
+from bot.call import CallSession, read_handshake
+from bot.config import Settings
+from bot.metrics import Metrics
+from bot.providers import ProviderChoice, SharedResources, choose_providers, load_shared_resources
+
+# asyncio.to_thread shares the loop's default pool (6 threads on 2 cores); with several calls
+# transcribing, TTS requests queued behind them for ~1 s (offline-models §7.3).
+DEFAULT_EXECUTOR_THREADS = 32
+
+
+def _prewarm_imports() -> None:
+    """Import lazily-loaded modules now; the first LLM request would do it on the loop."""
+    import openai.resources.chat.completions  # noqa: F401
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    choice: ProviderChoice
+    shared: SharedResources
+    metrics: Metrics = field(default_factory=Metrics)
+    # Test and benchmark hooks: a VAD analyzer factory (sample rate -> analyzer) and
+    # per-call extra processors / observers.
+    vad_factory: Callable[[int], object] | None = None
+    calls: dict[int, CallSession] = field(default_factory=dict)
+    draining: bool = False
+    finished_calls: list[CallSession] = field(default_factory=list)
+    keep_finished: int = 0  # how many ended sessions to keep for inspection (tests)
+
+    @classmethod
+    async def start(cls, settings: Settings, **kwargs) -> Runtime:
+        started = time.monotonic()
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(ThreadPoolExecutor(DEFAULT_EXECUTOR_THREADS, "bot-worker"))
+        choice = choose_providers(settings)
+        logger.info(f"providers: {choice.summary()}")
+        await asyncio.to_thread(_prewarm_imports)
+        shared = await load_shared_resources(settings, choice)
+        runtime = cls(settings=settings, choice=choice, shared=shared, **kwargs)
+        logger.info(f"ready in {time.monotonic() - started:.2f} s")
+        return runtime
+
+    @property
+    def active_calls(self) -> int:
+        return len(self.calls)
+
+    async def run_call(self, websocket: WebSocket, sample_rate: int) -> None:
+        """Handshake, then run the call to its end. Never raises."""
+        info = await read_handshake(websocket, sample_rate, self.settings.handshake_timeout_secs)
+        if info is None:
+            await _close_quietly(websocket)
+            return
+        with logger.contextualize(call_sid=info.call_sid, stream_sid=info.stream_sid):
+            logger.info(
+                f"call started: from {info.from_number or '?'} to {info.to_number or '?'}, "
+                f"{info.sample_rate} Hz, custom parameters {info.custom_parameters}"
+            )
+            try:
+                session = CallSession(
+                    websocket,
+                    info,
+                    self.settings,
+                    self.choice,
+                    self.shared,
+                    vad_analyzer=self.vad_factory(info.in_rate) if self.vad_factory else None,
+                )
+            except Exception:
+                logger.exception("could not build the call's pipeline")
+                await _close_quietly(websocket)
+                return
+            await self._run_session(session)
+
+    async def _run_session(self, session: CallSession) -> None:
+        key = id(session)
+        self.calls[key] = session
+        self.metrics.active_calls.inc()
+        try:
+            await session.run()
+        except Exception:
+            logger.exception("call ended by an unexpected error")
+            session.end_reason = session.end_reason or "internal error"
+        finally:
+            self.calls.pop(key, None)
+            self.metrics.active_calls.dec()
+            self._count_call(session)
+            if self.keep_finished:
+                self.finished_calls = [*self.finished_calls, session][-self.keep_finished :]
+
+    def _count_call(self, session: CallSession) -> None:
+        m = self.metrics
+        m.calls_total.labels(
+            reason=_reason_label(session.end_reason), by=session.hung_up_by or "unknown"
+        ).inc()
+        for name, count in session.serializer.counters.items():
+            if name.startswith("rejected:"):
+                m.inbound_rejected.labels(reason=name.removeprefix("rejected:")).inc(count)
+            else:
+                m.inbound_events.labels(event=name).inc(count)
+        out = session.transport.output()
+        for size in out.sent_chunks:
+            m.outbound_chunks.labels(bytes=str(size)).inc()
+            if not out.chunk_rule_ok(size):
+                m.chunk_violations.inc()
+
+
+def _reason_label(reason: str | None) -> str:
+    """Low-cardinality label: the reason up to its first parenthesis."""
+    return (reason or "unknown").split("(")[0].strip()[:40]
+
+
+async def _close_quietly(websocket: WebSocket) -> None:
+    try:
+        await websocket.close()
+    except Exception:
+        pass

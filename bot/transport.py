@@ -1,0 +1,260 @@
+"""The Exotel output path: compliant chunks, real-time pacing, marks, clear.
+
+This module knows time and chunk sizes; the JSON lives in ``serializers.exotel``.
+
+Pipecat's MediaSender already cuts TTS audio into ``audio_out_10ms_chunks`` pieces and pads
+the tail of each utterance (pipecat-notes §1.2). What it does not do, and what this subclass
+adds (§1.8 c):
+
+* every write, from any path (TTS, DTMF tones, end silence, anything pushed later), is split
+  and zero-padded into chunks Exotel accepts (``serializers.exotel.chunk_rule``);
+* pacing follows the real duration of what was sent, keeping ``lead_secs`` of audio queued
+  at Exotel as a jitter margin, instead of a fixed interval that under-paces large writes;
+* a ``mark`` follows each bot utterance, and the echo tells us the caller heard it;
+* ``clear`` goes out on interruption only when sent audio may still be playing, and stale
+  marks are forgotten (Exotel may never echo marks whose audio was cleared, §7);
+* on EndFrame the socket closes only after the far end has had time to play what it holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Iterator
+
+from fastapi import WebSocket
+from loguru import logger
+from pipecat.frames.frames import (
+    EndFrame,
+    Frame,
+    InterruptionFrame,
+    OutputAudioRawFrame,
+    StartFrame,
+    TTSStoppedFrame,
+)
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessorSetup
+from pipecat.transports.base_output import BaseOutputTransport
+from pipecat.transports.websocket.fastapi import (
+    FastAPIWebsocketOutputTransport,
+    FastAPIWebsocketParams,
+    FastAPIWebsocketTransport,
+)
+
+from serializers.exotel import (
+    ChunkRule,
+    ExotelFrameSerializer,
+    ExotelMarkEchoFrame,
+    ExotelMarkFrame,
+    chunk_rule,
+)
+
+# How much longer than the expected playout we wait for Exotel before giving up on it.
+PLAYOUT_MARGIN_SECS = 1.0
+
+
+class ExotelParams(FastAPIWebsocketParams):
+    """FastAPI websocket parameters plus Exotel's pacing knob.
+
+    Parameters:
+        audio_out_lead_secs: audio left queued at Exotel when the next chunk is sent. It is
+            the jitter margin, and what ``clear`` has to undo on a barge-in.
+    """
+
+    audio_out_lead_secs: float = 0.2
+
+
+def exotel_params(sample_rate: int, *, lead_secs: float = 0.2, **overrides) -> ExotelParams:
+    """Transport parameters for an Exotel call at ``sample_rate`` (both directions)."""
+    rule = chunk_rule(sample_rate)
+    ten_ms = sample_rate // 100 * 2
+    values: dict = dict(
+        audio_in_enabled=True,
+        audio_out_enabled=True,
+        audio_in_sample_rate=sample_rate,
+        audio_out_sample_rate=sample_rate,
+        # The MediaSender cuts TTS audio at exactly the smallest compliant chunk.
+        audio_out_10ms_chunks=rule.min_bytes // ten_ms,
+        # We wait for playout before closing instead of padding with silence (see stop()).
+        audio_out_end_silence_secs=0,
+        add_wav_header=False,
+        audio_out_lead_secs=lead_secs,
+    )
+    values.update(overrides)
+    return ExotelParams(**values)
+
+
+def compliant_chunks(audio: bytes, rule: ChunkRule, chunk_bytes: int) -> Iterator[bytes]:
+    """Split ``audio`` into pieces of ``chunk_bytes``; zero-pad the last one to a legal size."""
+    for start in range(0, len(audio), chunk_bytes):
+        piece = audio[start : start + chunk_bytes]
+        size = max(rule.min_bytes, -(-len(piece) // rule.unit) * rule.unit)
+        yield piece + bytes(size - len(piece))
+
+
+class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
+    """FastAPI websocket output that only ever sends what Exotel accepts, at real time."""
+
+    def __init__(self, transport, client, params: ExotelParams, **kwargs) -> None:
+        super().__init__(transport, client, params, **kwargs)
+        self._lead_secs = params.audio_out_lead_secs
+        self._rule: ChunkRule | None = None
+        self._play_until = 0.0  # when the far end finishes playing what we have sent
+        self._utterance_has_audio = False
+        self._mark_ids = itertools.count(1)
+        self._pending_marks: dict[str, float] = {}
+        self._epoch = 0  # bumped on interruption, so a long write stops mid-way
+        self.sent_chunks: list[int] = []  # sizes, for metrics and tests
+        self.last_audio_at = 0.0  # when bot audio last reached this transport
+        self.last_echo_at = 0.0  # when Exotel last echoed one of our marks
+        self._register_event_handler("on_mark_sent")
+        self._register_event_handler("on_mark_echoed")
+        self._register_event_handler("on_clear_sent")
+
+    async def setup(self, setup: FrameProcessorSetup) -> None:
+        await super().setup(setup)
+        self._rule = chunk_rule(self.sample_rate)
+        if not self._rule.is_compliant(self.audio_chunk_size):
+            raise ValueError(
+                f"audio_out_10ms_chunks gives {self.audio_chunk_size}-byte chunks at "
+                f"{self.sample_rate} Hz; Exotel needs multiples of {self._rule.unit} "
+                f"from {self._rule.min_bytes} to {self._rule.max_bytes}"
+            )
+
+    # -- state the call can ask about -------------------------------------------------------
+
+    @property
+    def playout_remaining_secs(self) -> float:
+        """Audio already sent that Exotel has not finished playing, by our clock."""
+        return max(0.0, self._play_until - time.monotonic())
+
+    @property
+    def pending_marks(self) -> list[str]:
+        return list(self._pending_marks)
+
+    def chunk_rule_ok(self, size: int) -> bool:
+        return self._rule is not None and self._rule.is_compliant(size)
+
+    @property
+    def busy(self) -> bool:
+        """The bot is mid-utterance, or the caller has not heard all of it yet."""
+        return (
+            self._utterance_has_audio
+            or bool(self._pending_marks)
+            or self.playout_remaining_secs > 0
+        )
+
+    # -- frames ----------------------------------------------------------------------------
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        if isinstance(frame, InterruptionFrame):
+            # Skip FastAPIWebsocketOutputTransport's version, which always sends `clear`.
+            await BaseOutputTransport.process_frame(self, frame, direction)
+            await self._interrupt()
+            return
+        await super().process_frame(frame, direction)
+        if direction != FrameDirection.DOWNSTREAM:
+            return
+        if isinstance(frame, OutputAudioRawFrame):
+            self._utterance_has_audio = True
+            self.last_audio_at = time.monotonic()
+        elif isinstance(frame, TTSStoppedFrame) and self._utterance_has_audio:
+            # Queued behind the utterance's flushed tail, so it is sent after the last chunk.
+            self._utterance_has_audio = False
+            await self._handle_frame(ExotelMarkFrame(message=f"utt-{next(self._mark_ids)}"))
+        elif isinstance(frame, ExotelMarkEchoFrame):
+            await self._mark_echoed(frame.mark_name)
+
+    async def send_message(self, frame) -> None:
+        await super().send_message(frame)
+        if isinstance(frame, ExotelMarkFrame):
+            self._pending_marks[frame.mark_name] = time.monotonic()
+            await self._call_event_handler("on_mark_sent", frame.mark_name)
+
+    async def send_mark(self, name: str) -> None:
+        """Queue a mark behind the audio queued so far (e.g. after a goodbye)."""
+        await self._handle_frame(ExotelMarkFrame(message=name))
+
+    async def _mark_echoed(self, name: str) -> None:
+        sent_at = self._pending_marks.pop(name, None)
+        self.last_echo_at = time.monotonic()
+        if sent_at is None:
+            logger.debug(f"echo of mark {name!r} that is no longer pending (cleared or unknown)")
+        await self._call_event_handler("on_mark_echoed", name)
+
+    async def _interrupt(self) -> None:
+        self._epoch += 1
+        self._utterance_has_audio = False
+        if self._pending_marks:
+            logger.debug(f"interruption: forgetting marks {list(self._pending_marks)}")
+            self._pending_marks.clear()
+        now = time.monotonic()
+        if self._play_until > now:
+            await self._write_frame(InterruptionFrame())
+            # Exotel finishes the chunk it is playing (at most one); the rest is dropped.
+            self._play_until = min(self._play_until, now + self._chunk_secs)
+            await self._call_event_handler("on_clear_sent")
+
+    # -- audio -----------------------------------------------------------------------------
+
+    @property
+    def _chunk_secs(self) -> float:
+        return self.audio_chunk_size / (2 * self.sample_rate)
+
+    async def write_audio_frame(self, frame: OutputAudioRawFrame) -> bool:
+        if self._client.is_closing or not self._client.is_connected or self._rule is None:
+            return False
+        epoch = self._epoch
+        for chunk in compliant_chunks(bytes(frame.audio), self._rule, self.audio_chunk_size):
+            if epoch != self._epoch and frame.interruptible:
+                return True  # interrupted half-way through a long write: drop the rest
+            out = OutputAudioRawFrame(audio=chunk, sample_rate=self.sample_rate, num_channels=1)
+            if not await self._write_frame(out):
+                return False
+            self.sent_chunks.append(len(chunk))
+            await self._pace(len(chunk) / (2 * self.sample_rate))
+        return True
+
+    async def _pace(self, secs: float) -> None:
+        """Advance the far end's playout clock by what we sent; sleep until it runs low."""
+        now = time.monotonic()
+        self._play_until = max(self._play_until, now) + secs
+        await asyncio.sleep(max(0.0, self._play_until - self._lead_secs - now))
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self, frame: StartFrame) -> None:
+        await super().start(frame)
+        self._play_until = 0.0
+
+    async def stop(self, frame: EndFrame) -> None:
+        # Let the queue drain (the base class), then give Exotel time to play what it holds
+        # before the socket closes: nothing documents it playing audio after a close (§12.18).
+        await BaseOutputTransport.stop(self, frame)
+        remaining = self.playout_remaining_secs
+        if remaining > 0 and self._client.is_connected and not self._client.is_closing:
+            await asyncio.sleep(remaining + PLAYOUT_MARGIN_SECS / 10)
+        await self._write_frame(frame)
+        await self._client.disconnect()
+
+
+class ExotelTransport(FastAPIWebsocketTransport):
+    """FastAPIWebsocketTransport with the Exotel output path plugged in."""
+
+    def __init__(
+        self,
+        websocket: WebSocket,
+        serializer: ExotelFrameSerializer,
+        params: ExotelParams | None = None,
+        **kwargs,
+    ) -> None:
+        params = params or exotel_params(serializer.sample_rate)
+        params.serializer = serializer
+        super().__init__(websocket, params, **kwargs)
+        # The transport has no factory hook for its output; swap it before anyone uses it.
+        self._output = ExotelOutputTransport(
+            self, self._client, self._params, name=self._output_name
+        )
+
+    def output(self) -> ExotelOutputTransport:
+        return self._output
