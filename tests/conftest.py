@@ -1,0 +1,32 @@
+"""Shared test fixtures: a deterministic VAD and the real server on a loopback port."""
+
+from __future__ import annotations
+
+import numpy as np
+from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADParams
+
+
+class EnergyVAD(VADAnalyzer):
+    """Speech = RMS above a threshold. Silero does not fire on synthetic tones, and tests of
+    turn-taking must not depend on a model's judgement; this keeps them exact."""
+
+    THRESHOLD = 1000.0
+
+    def __init__(self, sample_rate: int | None = None, params: VADParams | None = None) -> None:
+        super().__init__(
+            sample_rate=sample_rate,
+            params=params or VADParams(start_secs=0.1, stop_secs=0.2, confidence=0.5),
+        )
+
+    def num_frames_required(self) -> int:
+        return int(self.sample_rate * 0.02) if self.sample_rate else 160
+
+    def voice_confidence(self, buffer: bytes) -> float:
+        samples = np.frombuffer(buffer, np.int16).astype(np.float32)
+        if samples.size == 0:
+            return 0.0
+        return 1.0 if float(np.sqrt(np.mean(samples * samples))) > self.THRESHOLD else 0.0
+
+
+def energy_vad_factory(sample_rate: int) -> EnergyVAD:
+    return EnergyVAD(sample_rate=sample_rate)
