@@ -54,7 +54,7 @@ def test_toml_file_sections_map_to_env_names(tmp_path, monkeypatch):
     config.write_text(
         '[bot]\nstt = "deepgram"\ngreeting = "Hello from TOML"\n'
         '[deepgram]\napi_key = "file-key"\nmodel = "nova-2"\n'
-        "[holding]\nmode = \"always\"\n"
+        '[holding]\nmode = "always"\n'
     )
     settings = load_settings(config)
     assert settings.bot_greeting == "Hello from TOML"
@@ -69,7 +69,9 @@ def test_toml_file_sections_map_to_env_names(tmp_path, monkeypatch):
 def test_unknown_toml_key_suggests_the_right_one(tmp_path):
     config = tmp_path / "bot.toml"
     config.write_text('[deepgram]\nmodle = "nova-3"\n')
-    with pytest.raises(ConfigError, match=r"unknown setting \[deepgram\] modle.*\[deepgram\] model"):
+    with pytest.raises(
+        ConfigError, match=r"unknown setting \[deepgram\] modle.*\[deepgram\] model"
+    ):
         load_settings(config)
 
 

@@ -66,7 +66,9 @@ def test_dynamic_url_uses_forwarded_headers_and_passes_parameters():
             headers={"X-Forwarded-Proto": "https", "X-Forwarded-Host": "bot.example.com"},
         )
     assert r.status_code == 200
-    assert r.json() == {"url": "wss://bot.example.com/exotel/ws?sample-rate=16000&lang=hi&tier=gold"}
+    assert r.json() == {
+        "url": "wss://bot.example.com/exotel/ws?sample-rate=16000&lang=hi&tier=gold"
+    }
 
 
 def test_dynamic_url_post_form_and_auth():
@@ -78,7 +80,9 @@ def test_dynamic_url_post_form_and_auth():
             data={"CallSid": "abc", "a": "1", "b": "2", "c": "3", "d": "4"},
             headers={"host": "bot.local:8080", **basic("exo:s3cret")},
         )
-    assert r.json()["url"] == "ws://exo:s3cret@bot.local:8080/exotel/ws?sample-rate=24000&a=1&b=2&c=3"
+    assert (
+        r.json()["url"] == "ws://exo:s3cret@bot.local:8080/exotel/ws?sample-rate=24000&a=1&b=2&c=3"
+    )
 
 
 def test_passthru_flat_and_json_forms():
