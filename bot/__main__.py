@@ -11,24 +11,12 @@ from bot.logs import setup_logging
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from bot.server import create_app
+    from bot.server import run_server
 
     settings = load_settings(args.config)
     setup_logging(settings.log_level, settings.log_format)
-    host = args.host or settings.host
-    port = args.port or int(os.environ.get("PORT", settings.port))
-    uvicorn.run(
-        create_app(settings),
-        host=host,
-        port=port,
-        log_level="warning",
-        # A PaaS router terminates TLS and forwards; trust its X-Forwarded-* headers.
-        proxy_headers=True,
-        forwarded_allow_ips="*",
-        ws_max_size=1 << 20,
-    )
+    port = args.port or int(os.environ.get("PORT") or settings.port)
+    run_server(settings, args.host or settings.host, port)
     return 0
 
 

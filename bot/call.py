@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from fastapi import WebSocket, WebSocketDisconnect
 from loguru import logger
-from pipecat.frames.frames import EndFrame, TTSSpeakFrame
+from pipecat.frames.frames import EndFrame, TTSSpeakFrame, UserIdleTimeoutUpdateFrame
 from pipecat.workers.runner import WorkerRunner
 
 from bot.config import Settings
@@ -129,6 +129,7 @@ class CallSession:
         self.hung_up_by: str | None = None
         self._ending = False
         self._end_task: asyncio.Task | None = None
+        self._idle_prompts = 0
         self.serializer = ExotelFrameSerializer(
             info.stream_sid, info.call_sid, sample_rate=info.sample_rate
         )
@@ -161,6 +162,31 @@ class CallSession:
         async def _greet(_transport, _ws) -> None:
             if self.settings.bot_greeting:
                 await self.worker.queue_frame(TTSSpeakFrame(self.settings.bot_greeting))
+
+        user = self.pipeline.aggregators.user()
+
+        @user.event_handler("on_user_turn_idle")
+        async def _caller_silent(_aggregator) -> None:
+            if self._ending:
+                return
+            self._idle_prompts += 1
+            if self._idle_prompts == 1:
+                logger.info(f"caller silent for {self.settings.idle_prompt_secs:.0f} s; prompting")
+                await self.worker.queue_frames(
+                    [
+                        TTSSpeakFrame(self.settings.idle_prompt),
+                        UserIdleTimeoutUpdateFrame(timeout=self.settings.idle_hangup_secs),
+                    ]
+                )
+            else:
+                await self.end_call("caller silent", goodbye=self.settings.goodbye)
+
+        @user.event_handler("on_user_turn_started")
+        async def _caller_spoke(_aggregator, _strategy) -> None:
+            if self._idle_prompts:
+                self._idle_prompts = 0
+                timeout = self.settings.idle_prompt_secs
+                await self.worker.queue_frame(UserIdleTimeoutUpdateFrame(timeout=timeout))
 
         @self.transport.event_handler("on_client_disconnected")
         async def _hung_up(_transport, _ws) -> None:

@@ -91,6 +91,8 @@ def build_call_pipeline(
         context,
         user_params=LLMUserAggregatorParams(
             vad_analyzer=vad,
+            # Armed when the bot stops speaking; the call controller prompts, then hangs up.
+            user_idle_timeout=s.idle_prompt_secs,
             # Model-free turn end: smart-turn often waits its 3 s fallback on phone audio
             # (offline-models §7.4); a short speech timeout answers in ~0.5 s.
             user_turn_strategies=UserTurnStrategies(

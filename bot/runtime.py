@@ -62,6 +62,26 @@ class Runtime:
     def active_calls(self) -> int:
         return len(self.calls)
 
+    async def drain(self, drain_secs: float, goodbye_wait_secs: float = 15.0) -> None:
+        """Stop taking calls; let live ones finish, then end the rest with the goodbye."""
+        self.draining = True
+        logger.info(f"draining: {self.active_calls} live calls, up to {drain_secs:.0f} s")
+        await self._wait_for_calls(drain_secs)
+        if self.calls:
+            logger.info(f"drain time over; ending {self.active_calls} calls with the goodbye")
+            goodbye = self.settings.goodbye
+            await asyncio.gather(
+                *(s.end_call("server shutting down", goodbye) for s in list(self.calls.values())),
+                return_exceptions=True,
+            )
+            await self._wait_for_calls(goodbye_wait_secs)
+        logger.info(f"drained; {self.active_calls} calls left")
+
+    async def _wait_for_calls(self, secs: float) -> None:
+        deadline = time.monotonic() + secs
+        while self.calls and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+
     async def run_call(self, websocket: WebSocket, sample_rate: int) -> None:
         """Handshake, then run the call to its end. Never raises."""
         info = await read_handshake(websocket, sample_rate, self.settings.handshake_timeout_secs)

@@ -6,14 +6,17 @@ Calls themselves are run by ``bot.runtime`` / ``bot.call``.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
 import secrets
+import signal
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
+import uvicorn
 from fastapi import FastAPI, Query, Request, WebSocket, status
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from loguru import logger
@@ -251,3 +254,46 @@ async def _form_or_json(request: Request) -> dict[str, str]:
 def _peer(websocket: WebSocket) -> str:
     client = websocket.client
     return f"{client.host}:{client.port}" if client else "?"
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn that drains live calls on the first SIGTERM (how a PaaS restarts a dyno).
+
+    New streams are refused and /healthz answers 503 while live calls finish, for up to
+    SHUTDOWN_DRAIN_SECS; the rest then hear the goodbye. A second signal exits at once.
+    """
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI, drain_secs: float) -> None:
+        super().__init__(config)
+        self._app = app
+        self._drain_secs = drain_secs
+        self._drain_task: asyncio.Task | None = None
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        runtime = self._app.state.runtime()
+        if sig != signal.SIGTERM or self._drain_task is not None or runtime is None:
+            super().handle_exit(sig, frame)
+            return
+        logger.info("SIGTERM: draining before exit")
+        self._drain_task = asyncio.get_event_loop().create_task(self._drain(runtime))
+
+    async def _drain(self, runtime: Runtime) -> None:
+        try:
+            await runtime.drain(self._drain_secs)
+        finally:
+            self.should_exit = True
+
+
+def run_server(settings: Settings, host: str, port: int) -> None:
+    """Serve until SIGINT, or SIGTERM after draining (``python -m bot serve``)."""
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        # A PaaS router terminates TLS and forwards; trust its X-Forwarded-* headers.
+        proxy_headers=True,
+        forwarded_allow_ips="*",
+    )
+    DrainingServer(config, app, settings.shutdown_drain_secs).run()

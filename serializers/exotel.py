@@ -280,7 +280,11 @@ class ExotelFrameSerializer(FrameSerializer):
         if isinstance(frame, OutputAudioRawFrame):
             return self._serialize_audio(frame)
         if isinstance(frame, ExotelMarkFrame):
-            mark = {"event": "mark", "stream_sid": self._stream_sid, "mark": {"name": frame.mark_name}}
+            mark = {
+                "event": "mark",
+                "stream_sid": self._stream_sid,
+                "mark": {"name": frame.mark_name},
+            }
             return self._dump(mark)
         if isinstance(frame, (OutputTransportMessageFrame, OutputTransportMessageUrgentFrame)):
             if not self.should_ignore_frame(frame):
