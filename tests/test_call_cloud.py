@@ -1,0 +1,95 @@
+"""A whole call over a real WebSocket: simulator -> server -> fake Deepgram/OpenAI/Cartesia."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from bot.fakes import FakeCartesia, FakeDeepgram, FakeOpenAI, FakeProviders
+from bot.simulator import BargeIn, CallConfig, ExotelSimulator, Hangup, Say, WaitForBot
+from serializers.exotel import chunk_rule
+from tests.helpers import bot_on_fakes, tone
+
+LONG_ANSWER = (
+    "We are open from nine in the morning until six in the evening, Monday to Saturday, "
+    "and on Sunday we are closed."
+)
+SHORT_ANSWER = "Refunds reach your card in five days."
+
+
+@pytest.fixture
+async def fakes():
+    providers = FakeProviders(
+        deepgram=FakeDeepgram(finalize_latency=0.05),
+        openai=FakeOpenAI(first_token_latency=0.1),
+        cartesia=FakeCartesia(first_audio_latency=0.05, seconds_per_word=0.25),
+    )
+    async with providers:
+        yield providers
+
+
+@pytest.mark.parametrize("rate", [8000, 16000, 24000])
+async def test_conversation_with_barge_in(fakes, rate):
+    fakes.deepgram.add_transcripts("what are your opening hours", "and refunds?")
+    fakes.openai.add_replies(LONG_ANSWER, SHORT_ANSWER)
+    async with bot_on_fakes(fakes) as (url, runtime):
+        sim = ExotelSimulator(CallConfig(url=f"{url}?sample-rate={rate}", wait_timeout=15))
+        rec = await sim.run(
+            [
+                WaitForBot(gap=0.3),  # the greeting
+                Say(tone(1.0, rate), label="hours"),
+                BargeIn(tone(0.8, rate), after_bot_start=1.0, label="refunds"),
+                WaitForBot(gap=0.5),
+                Hangup(),
+            ]
+        )
+        await asyncio.sleep(0.3)
+        assert runtime.active_calls == 0
+        session = runtime.finished_calls[-1]
+
+    assert rec.violations == []
+    rule = chunk_rule(rate)
+    assert rec.media_sizes and all(rule.is_compliant(n) for n in rec.media_sizes)
+    assert session.serializer.sample_rate == rate
+
+    # Greeting + answer 1 (cut) + answer 2: three utterances, the first and last marked heard.
+    echoed = [m for m in rec.marks if m.echoed_at is not None]
+    assert len(echoed) >= 2
+    assert len(rec.clears) == 1
+
+    # No media of the interrupted answer after the clear: the next media is the next answer,
+    # which can only start after the caller's barge-in speech ended.
+    clear_at = rec.clears[0]
+    barge = rec.turns[1]
+    assert barge.kind == "barge_in" and barge.interrupted
+    after_clear = [m.t for m in rec.messages if m.direction == "from_bot" and m.event == "media"]
+    after_clear = [t for t in after_clear if t > clear_at]
+    assert after_clear and min(after_clear) > barge.speech_end
+
+    # Both questions answered.
+    assert rec.turns[0].latency_secs is not None and rec.turns[1].latency_secs is not None
+
+    # The assistant context keeps only what was spoken of the interrupted answer.
+    messages = [m for m in session.pipeline.context.messages if m.get("role") == "assistant"]
+    texts = [str(m.get("content")) for m in messages]
+    assert any("Hello" in t for t in texts)
+    cut = [t for t in texts if t.startswith("We are open")]
+    assert cut and len(cut[0]) < len(LONG_ANSWER)
+    assert any("Refunds" in t for t in texts)
+    # The LLM saw the second question after the cut answer.
+    assert fakes.openai.last_messages[-1]["content"] == "and refunds?"
+
+
+async def test_socket_close_without_stop_ends_the_call(fakes):
+    async with bot_on_fakes(fakes) as (url, runtime):
+        sim = ExotelSimulator(CallConfig(url=url, wait_timeout=10))
+        rec = await sim.run([WaitForBot(gap=0.2), Hangup(stop=False)])
+        for _ in range(50):
+            if runtime.active_calls == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert runtime.active_calls == 0
+        session = runtime.finished_calls[-1]
+    assert rec.closed_by == "caller_abrupt"
+    assert session.hung_up_by == "caller" and "without stop" in session.end_reason

@@ -1,0 +1,85 @@
+"""`python -m bot serve` as a PaaS runs it: SIGTERM drains live calls, then exits."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+
+import httpx
+import pytest
+
+from bot.fakes import FakeProviders
+from bot.simulator import CallConfig, ExotelSimulator, Wait, WaitForBot, WaitForBotHangup
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def wait_healthy(base: str, proc: asyncio.subprocess.Process) -> None:
+    async with httpx.AsyncClient() as client:
+        for _ in range(300):
+            if proc.returncode is not None:
+                pytest.fail(f"server exited with {proc.returncode}")
+            try:
+                if (await client.get(f"{base}/healthz")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.1)
+    pytest.fail("server did not become healthy")
+
+
+async def test_sigterm_drains_then_says_goodbye_and_exits():
+    async with FakeProviders() as fakes:
+        port = free_port()
+        env = {
+            **os.environ,
+            **fakes.env(),
+            "BOT_STT": "deepgram",
+            "BOT_LLM": "openai",
+            "BOT_TTS": "cartesia",
+            "SHUTDOWN_DRAIN_SECS": "1.5",
+            "HOLDING_MODE": "off",
+            "LOG_LEVEL": "INFO",
+        }
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot", "serve", "--host", "127.0.0.1", "--port", str(port),
+            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        base = f"http://127.0.0.1:{port}"
+        try:
+            await wait_healthy(base, proc)
+            sim = ExotelSimulator(CallConfig(url=f"ws://127.0.0.1:{port}/exotel/ws"))
+            call = asyncio.create_task(
+                sim.run([WaitForBot(gap=0.2), Wait(0.5), WaitForBotHangup(timeout=20)])
+            )
+            await asyncio.sleep(1.0)
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.sleep(0.3)
+            async with httpx.AsyncClient() as client:
+                health = await client.get(f"{base}/healthz")
+            assert health.status_code == 503 and health.json()["status"] == "draining"
+            refused = await ExotelSimulator(
+                CallConfig(url=f"ws://127.0.0.1:{port}/exotel/ws", connect_timeout=3)
+            ).run([Wait(0.2)])
+            assert refused.connect_error or refused.closed_by == "bot"
+            rec = await asyncio.wait_for(call, 30)
+            assert await asyncio.wait_for(proc.wait(), 30) == 0
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        output = (await proc.stdout.read()).decode()
+    # The live call was not cut: it heard the goodbye to the end, then the bot closed.
+    assert rec.closed_by == "bot", output
+    spoken = [t for t in fakes.cartesia.transcripts]
+    assert any("Goodbye" in t for t in spoken), spoken
+    assert rec.utterances[-1].played_secs > 0.5
+    assert rec.violations == []
+    assert "drain time over" in output and "Traceback" not in output
