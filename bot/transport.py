@@ -104,6 +104,10 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
         self._mark_ids = itertools.count(1)
         self._pending_marks: dict[str, float] = {}
         self._epoch = 0  # bumped on interruption, so a long write stops mid-way
+        self._sent_since_clear = False  # a second clear would have nothing to drop
+        # Urgent DTMF is written from outside the audio task; one writer at a time keeps
+        # the pacing clock (and so the lead at Exotel) right.
+        self._write_lock = asyncio.Lock()
         self.sent_chunks: list[int] = []  # sizes, for metrics and tests
         self.last_audio_at = 0.0  # when bot audio last reached this transport
         self.last_echo_at = 0.0  # when Exotel last echoed one of our marks
@@ -189,7 +193,8 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
             logger.debug(f"interruption: forgetting marks {list(self._pending_marks)}")
             self._pending_marks.clear()
         now = time.monotonic()
-        if self._play_until > now:
+        if self._sent_since_clear and self._play_until > now:
+            self._sent_since_clear = False
             await self._write_frame(InterruptionFrame())
             # Exotel finishes the chunk it is playing (at most one); the rest is dropped.
             self._play_until = min(self._play_until, now + self._chunk_secs)
@@ -202,6 +207,10 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
         return self.audio_chunk_size / (2 * self.sample_rate)
 
     async def write_audio_frame(self, frame: OutputAudioRawFrame) -> bool:
+        async with self._write_lock:
+            return await self._write_audio(frame)
+
+    async def _write_audio(self, frame: OutputAudioRawFrame) -> bool:
         if self._client.is_closing or not self._client.is_connected or self._rule is None:
             return False
         epoch = self._epoch
@@ -212,6 +221,7 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
             if not await self._write_frame(out):
                 return False
             self.sent_chunks.append(len(chunk))
+            self._sent_since_clear = True
             await self._pace(len(chunk) / (2 * self.sample_rate))
         return True
 

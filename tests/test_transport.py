@@ -1,0 +1,138 @@
+"""The output path on its own: every write compliant, paced at real time, closed after playout.
+
+A minimal pipeline (transport in -> transport out) lets each test push exactly the frames it
+wants: a 10 s utterance in odd-sized TTS frames, a DTMF tone, raw audio pushed later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from fastapi import FastAPI, WebSocket
+from pipecat.audio.dtmf.types import KeypadEntry
+from pipecat.frames.frames import (
+    EndFrame,
+    OutputAudioRawFrame,
+    OutputDTMFUrgentFrame,
+    TTSAudioRawFrame,
+    TTSStartedFrame,
+    TTSStoppedFrame,
+)
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.workers.runner import WorkerRunner
+
+from bot.call import read_handshake
+from bot.localserver import serving
+from bot.simulator import CallConfig, ExotelSimulator, WaitForBotHangup
+from bot.transport import ExotelTransport, compliant_chunks, exotel_params
+from serializers.exotel import ExotelFrameSerializer, chunk_rule
+from tests.helpers import tone
+
+
+def utterance(secs: float, rate: int, piece: int = 1234) -> list:
+    audio = tone(secs, rate, amp=6000).tobytes()
+    frames = [TTSStartedFrame(context_id="u")]
+    for i in range(0, len(audio), piece):
+        frames.append(TTSAudioRawFrame(audio[i : i + piece], rate, 1, context_id="u"))
+    return [*frames, TTSStoppedFrame(context_id="u")]
+
+
+def bot_app(script, results: dict) -> FastAPI:
+    """A bot that plays `script(rate)` (frames, or floats = pauses) then ends the call."""
+    app = FastAPI()
+
+    @app.websocket("/exotel/ws")
+    async def stream(websocket: WebSocket) -> None:
+        rate = int(websocket.query_params.get("sample-rate", 8000))
+        await websocket.accept()
+        info = await read_handshake(websocket, rate, 5)
+        serializer = ExotelFrameSerializer(info.stream_sid, sample_rate=rate)
+        transport = ExotelTransport(websocket, serializer)
+        worker = PipelineWorker(
+            Pipeline([transport.input(), transport.output()]),
+            params=PipelineParams(audio_in_sample_rate=rate, audio_out_sample_rate=rate),
+            enable_rtvi=False,
+            idle_timeout_secs=None,
+        )
+
+        @transport.event_handler("on_client_connected")
+        async def play(_t, _ws) -> None:
+            async def run() -> None:
+                for item in script(rate):
+                    if isinstance(item, float):
+                        await asyncio.sleep(item)
+                    else:
+                        await worker.queue_frame(item)
+                await worker.queue_frame(EndFrame())
+
+            asyncio.create_task(run())
+
+        runner = WorkerRunner(handle_sigint=False)
+        await runner.add_workers(worker)
+        await runner.run()
+        results["output"] = transport.output()
+
+    return app
+
+
+async def call_bot(script, rate: int):
+    results: dict = {}
+    async with serving(bot_app(script, results)) as base:
+        url = base.replace("http", "ws") + f"/exotel/ws?sample-rate={rate}"
+        rec = await ExotelSimulator(CallConfig(url=url)).run([WaitForBotHangup(timeout=30)])
+    return rec, results["output"]
+
+
+def test_compliant_chunks_pad_and_split():
+    rule = chunk_rule(8000)
+    assert [len(c) for c in compliant_chunks(bytes(100), rule, 3200)] == [3200]
+    assert [len(c) for c in compliant_chunks(bytes(7000), rule, 3200)] == [3200, 3200, 3200]
+    rule24 = chunk_rule(24000)
+    assert [len(c) for c in compliant_chunks(bytes(4000), rule24, 3840)] == [3840, 3840]
+    last = list(compliant_chunks(b"\x01" * 3300, rule, 3200))[-1]
+    assert last[:100] == b"\x01" * 100 and last[100:] == bytes(3100)  # zero-padded tail
+
+
+@pytest.mark.parametrize("rate", [8000, 16000, 24000])
+def test_params_cut_tts_at_the_smallest_compliant_chunk(rate):
+    params = exotel_params(rate)
+    chunk = params.audio_out_10ms_chunks * (rate // 100) * 2
+    assert chunk == chunk_rule(rate).min_bytes
+    assert params.audio_out_end_silence_secs == 0
+
+
+@pytest.mark.parametrize("rate", [8000, 16000, 24000])
+async def test_ten_second_utterance_then_dtmf_then_late_audio(rate):
+    def script(r: int):
+        return [
+            *utterance(10.0, r),
+            0.5,
+            OutputDTMFUrgentFrame(button=KeypadEntry.FIVE),
+            0.3,
+            OutputAudioRawFrame(tone(0.077, r).tobytes(), r, 1),  # 77 ms: not a chunk size
+        ]
+
+    rec, output = await call_bot(script, rate)
+    rule = chunk_rule(rate)
+    assert rec.violations == []
+    assert rec.media_sizes and all(rule.is_compliant(n) for n in rec.media_sizes)
+    assert rec.media_sizes == output.sent_chunks
+    # 10 s of speech: whole chunks, the tail zero-padded up to one more chunk.
+    speech_chunks = -(-int(10.0 * rate) * 2 // rule.min_bytes)
+    assert rec.media_sizes[:speech_chunks] == [rule.min_bytes] * speech_chunks
+    # Paced at real time: never more than the lead plus one chunk queued at Exotel.
+    assert rec.max_lead_secs <= 0.2 + rule.min_secs + 0.05
+    assert rec.underruns == []
+    # One mark after the utterance, echoed once it had played.
+    assert len(rec.marks) == 1 and rec.marks[0].echoed_at is not None
+    # The socket closed only after the last audio had played at Exotel.
+    last_end = max(c.end for c in rec.chunks)
+    assert rec.closed_by == "bot"
+    close_t = rec.duration_secs
+    assert close_t >= last_end - 0.02
+    print(
+        f"\n{rate} Hz: {len(rec.media_sizes)} media, sizes {sorted(set(rec.media_sizes))}, "
+        f"max lead {rec.max_lead_secs:.3f} s, close {close_t - last_end:+.3f} s after playout"
+    )
