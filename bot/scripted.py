@@ -1,0 +1,539 @@
+"""The ``scripted`` offline LLM: answers from a small TOML knowledge file, streamed like an LLM.
+
+Why not a local LLM: the packaged small models invent facts (offline-models §1, §6), and a
+phone line's facts (hours, refunds, addresses) must be exact. So intents are matched by words
+and the answers are written by people, in ``bot/data/knowledge.toml``.
+
+Why an ``LLMService`` subclass: the universal ``LLMContextAggregatorPair`` sends an
+``LLMContextFrame`` per user turn and expects an LLM to answer with
+``LLMFullResponseStartFrame``, ``LLMTextFrame``... and ``LLMFullResponseEndFrame``. The base
+class also gives us what a real LLM does around that: the metadata broadcast at start, the
+speculation gate (eager end-of-turn), ``skip_tts``, settings frames and TTFB metrics. The TTS
+and the assistant aggregator can't tell this from a real LLM.
+
+Matching, in words a non-programmer can check:
+
+* What the caller said and every pattern are *normalized* the same way: lowercased,
+  apostrophes dropped ("that's" -> "thats"), other punctuation becomes a space, numbers are
+  spelled out ("24" and "twenty-four" both become "twenty four"; longer numbers digit by digit),
+  and ``₹ % & @ +`` become words.
+* A pattern is found when its words appear next to each other, as whole words ("open" does not
+  match "opened"). A word ending in ``*`` matches any word starting with it ("refund*" matches
+  "refunds", "refunded").
+* Each pattern found scores its number of words. The intent with the highest total wins; a tie
+  goes to the intent listed first in the file. If nothing is found, the fallback answer is used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import re
+import time
+import tomllib
+import unicodedata
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+from pipecat.frames.frames import (
+    Frame,
+    LLMContextFrame,
+    LLMFullResponseEndFrame,
+    LLMFullResponseStartFrame,
+    LLMTextFrame,
+    LLMUpdateSettingsFrame,
+)
+from pipecat.processors.aggregators.llm_context import LLMContext, standard_message_text
+from pipecat.processors.frame_processor import FrameDirection
+from pipecat.services.llm_service import LLMService
+from pipecat.services.settings import LLMSettings
+
+__all__ = [
+    "DEFAULT_KNOWLEDGE_PATH",
+    "EndCallHook",
+    "Intent",
+    "Knowledge",
+    "KnowledgeError",
+    "Match",
+    "ScriptedLLM",
+    "ScriptedResponder",
+    "load_knowledge",
+    "normalize",
+]
+
+DEFAULT_KNOWLEDGE_PATH = Path(__file__).parent / "data" / "knowledge.toml"
+
+EndCallHook = Callable[[str], Awaitable[None]]
+"""Called with a reason once the goodbye has been streamed; it ends the call after playback."""
+
+
+class KnowledgeError(ValueError):
+    """The knowledge file is missing or invalid; the message names the file and each problem."""
+
+
+# --------------------------------------------------------------------------------------------
+# Normalization
+# --------------------------------------------------------------------------------------------
+
+_ONES = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+    "fifteen sixteen seventeen eighteen nineteen"
+).split()
+_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+_SYMBOLS = {"₹": " rupees ", "%": " percent ", "&": " and ", "@": " at ", "+": " plus "}
+_APOSTROPHES = re.compile(r"['\u2019\u02bc`]")
+_DIGIT_GROUPING = re.compile(r"(?<=\d),(?=\d{3}\b)")
+_DECIMAL_POINT = re.compile(r"(?<=\d)\.(?=\d)")
+_DIGIT_LETTER = re.compile(r"(?<=\d)(?=[^\W\d_])|(?<=[^\W\d_])(?=\d)")
+_TEXT_TOKEN = re.compile(r"[^\W_]+")
+_PATTERN_TOKEN = re.compile(r"[^\W_]+\*?")
+
+
+def _number_words(digits: str) -> list[str]:
+    """Spell a digit string: 0-999 as a number ("twenty four"), anything else digit by digit.
+
+    Why: Whisper writes "24", "twenty-four" or "twenty four" for the same words, and long
+    numbers (phone, order ids) are read out digit by digit by callers anyway.
+    """
+    if len(digits) > 3 or (len(digits) > 1 and digits.startswith("0")):
+        return [_ONES[int(d)] for d in digits]
+    n = int(digits)
+    words: list[str] = []
+    if n >= 100:
+        words += [_ONES[n // 100], "hundred"]
+        n %= 100
+        if n == 0:
+            return words
+    if n < 20:
+        return words + [_ONES[n]]
+    words.append(_TENS[n // 10])
+    if n % 10:
+        words.append(_ONES[n % 10])
+    return words
+
+
+def _clean(text: str) -> str:
+    text = unicodedata.normalize("NFKC", text).lower()
+    text = _APOSTROPHES.sub("", text)
+    for symbol, word in _SYMBOLS.items():
+        text = text.replace(symbol, word)
+    text = _DIGIT_GROUPING.sub("", text)
+    text = _DECIMAL_POINT.sub(" point ", text)
+    return _DIGIT_LETTER.sub(" ", text)
+
+
+def _tokens(text: str, token_re: re.Pattern[str]) -> list[str]:
+    words: list[str] = []
+    for token in token_re.findall(_clean(text)):
+        if token.isdigit() and token.isascii():
+            words += _number_words(token)
+        else:
+            words.append(token)
+    return words
+
+
+def normalize(text: str) -> list[str]:
+    """The words of ``text`` as the matcher sees them (see the module docstring)."""
+    return _tokens(text, _TEXT_TOKEN)
+
+
+def _pattern_words(pattern: str) -> tuple[str, ...]:
+    """Like :func:`normalize`, but keeps a trailing ``*`` (prefix match) on a word."""
+    return tuple(_tokens(pattern, _PATTERN_TOKEN))
+
+
+def _word_matches(pattern_word: str, word: str) -> bool:
+    if pattern_word.endswith("*"):
+        return word.startswith(pattern_word[:-1])
+    return word == pattern_word
+
+
+def _contains(words: Sequence[str], phrase: tuple[str, ...]) -> bool:
+    n = len(phrase)
+    return any(
+        all(_word_matches(p, w) for p, w in zip(phrase, words[i : i + n], strict=True))
+        for i in range(len(words) - n + 1)
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Knowledge
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Intent:
+    """One thing callers ask about: the phrases that signal it and the answer to give."""
+
+    name: str
+    patterns: tuple[str, ...]
+    answer: str
+    end_call: bool = False
+    phrases: tuple[tuple[str, ...], ...] = field(default=(), repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.phrases:
+            object.__setattr__(self, "phrases", tuple(_pattern_words(p) for p in self.patterns))
+
+    def score(self, words: Sequence[str]) -> tuple[int, tuple[str, ...]]:
+        """Total words of the patterns found in ``words``, and those patterns."""
+        found = [
+            (pattern, len(phrase))
+            for pattern, phrase in zip(self.patterns, self.phrases, strict=True)
+            if phrase and _contains(words, phrase)
+        ]
+        return sum(n for _, n in found), tuple(p for p, _ in found)
+
+
+@dataclass(frozen=True)
+class Match:
+    """The outcome of matching one utterance: which intent (None: fallback), and why."""
+
+    intent: Intent | None
+    answer: str
+    score: int = 0
+    matched: tuple[str, ...] = ()
+    special: str = "fallback"  # the name when no intent matched: "fallback" or "greeting"
+
+    @property
+    def end_call(self) -> bool:
+        """Whether the call should end once this answer has been heard."""
+        return self.intent is not None and self.intent.end_call
+
+    @property
+    def name(self) -> str:
+        """The intent's name, or "fallback" / "greeting"."""
+        return self.intent.name if self.intent else self.special
+
+
+@dataclass(frozen=True)
+class Knowledge:
+    """A validated knowledge file: a greeting, a fallback and the intents in file order."""
+
+    greeting: str
+    fallback: str
+    intents: tuple[Intent, ...]
+    source: str = "<memory>"
+
+    def match(self, text: str) -> Match:
+        """Pick the answer for one utterance (highest score; ties go to the earlier intent)."""
+        words = normalize(text)
+        best: Match | None = None
+        for intent in self.intents:
+            score, matched = intent.score(words)
+            if score > 0 and (best is None or score > best.score):
+                best = Match(intent, intent.answer, score, matched)
+        return best or Match(None, self.fallback)
+
+
+_TOP_KEYS = {"greeting", "fallback", "intent"}
+_INTENT_KEYS = {"name", "patterns", "answer", "end_call"}
+
+
+def load_knowledge(path: Path | str = DEFAULT_KNOWLEDGE_PATH) -> Knowledge:
+    """Read and validate a knowledge file.
+
+    Raises:
+        KnowledgeError: naming the file and every problem found (all at once, so a person
+            editing the file can fix them in one go).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise KnowledgeError(f"{path}: knowledge file not found") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise KnowledgeError(f"{path}: cannot read the knowledge file ({exc})") from exc
+    return parse_knowledge(text, source=str(path))
+
+
+def parse_knowledge(text: str, source: str = "<memory>") -> Knowledge:
+    """Validate knowledge given as TOML text (see :func:`load_knowledge`)."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        # The message carries the position, e.g. "... (at line 7, column 12)".
+        raise KnowledgeError(f"{source}: not valid TOML: {exc}") from exc
+
+    problems: list[str] = []
+    problems += _unknown_keys(data, _TOP_KEYS, "at the top level")
+    greeting = _required_text(data, "greeting", "at the top level", problems)
+    fallback = _required_text(data, "fallback", "at the top level", problems)
+    intents = _intents(data.get("intent"), problems)
+    if problems:
+        raise KnowledgeError(
+            f"{source}: {len(problems)} problem(s):\n" + "\n".join(f"  - {p}" for p in problems)
+        )
+    _warn_shared_patterns(intents, source)
+    return Knowledge(greeting, fallback, tuple(intents), source)
+
+
+def _unknown_keys(table: dict[str, Any], allowed: set[str], where: str) -> list[str]:
+    problems = []
+    for key in table:
+        if key not in allowed:
+            hint = difflib.get_close_matches(key, sorted(allowed), n=1)
+            maybe = f" (did you mean '{hint[0]}'?)" if hint else ""
+            problems.append(
+                f"unknown key '{key}' {where}{maybe}; allowed: {', '.join(sorted(allowed))}"
+            )
+    return problems
+
+
+def _required_text(table: dict[str, Any], key: str, where: str, problems: list[str]) -> str:
+    value = table.get(key)
+    if value is None:
+        problems.append(f"'{key}' is missing {where}")
+    elif not isinstance(value, str) or not value.strip():
+        problems.append(f"'{key}' {where} must be a non-empty text in quotes")
+    else:
+        return " ".join(value.split())
+    return ""
+
+
+def _intents(raw: Any, problems: list[str]) -> list[Intent]:
+    if raw is None:
+        problems.append("no intents: add at least one [[intent]] section")
+        return []
+    if not isinstance(raw, list) or not all(isinstance(t, dict) for t in raw):
+        problems.append("'intent' must be written as [[intent]] sections")
+        return []
+    intents: list[Intent] = []
+    seen: dict[str, int] = {}
+    for number, table in enumerate(raw, start=1):
+        intent = _intent(table, number, problems)
+        if intent is None:
+            continue
+        key = intent.name.lower()
+        if key in seen:
+            problems.append(
+                f"intent #{number}: duplicate name '{intent.name}' (also intent #{seen[key]})"
+            )
+        seen.setdefault(key, number)
+        intents.append(intent)
+    return intents
+
+
+def _intent(table: dict[str, Any], number: int, problems: list[str]) -> Intent | None:
+    name = table.get("name")
+    label = f"intent #{number}" + (f" '{name}'" if isinstance(name, str) and name else "")
+    before = len(problems)
+    problems += _unknown_keys(table, _INTENT_KEYS, f"in {label}")
+    if not isinstance(name, str) or not name.strip():
+        problems.append(f"{label}: 'name' is missing or empty")
+    answer = _required_text(table, "answer", f"in {label}", problems)
+    patterns = _patterns(table.get("patterns"), label, problems)
+    end_call = table.get("end_call", False)
+    if not isinstance(end_call, bool):
+        problems.append(f"{label}: 'end_call' must be true or false (without quotes)")
+    if len(problems) > before:
+        return None
+    return Intent(str(name).strip(), patterns, answer, end_call)
+
+
+def _patterns(raw: Any, label: str, problems: list[str]) -> tuple[str, ...]:
+    if raw is None:
+        problems.append(f"{label}: 'patterns' is missing")
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(p, str) for p in raw):
+        problems.append(f'{label}: \'patterns\' must be a list of texts, like ["open", "hours"]')
+        return ()
+    if not raw:
+        problems.append(f"{label}: 'patterns' is empty; add at least one word or phrase")
+        return ()
+    for pattern in raw:
+        if not _pattern_words(pattern):
+            problems.append(f"{label}: pattern {pattern!r} has no words to match")
+    return tuple(dict.fromkeys(p.strip() for p in raw))  # drop exact repeats, keep order
+
+
+def _warn_shared_patterns(intents: list[Intent], source: str) -> None:
+    """Warn about a phrase listed under two intents: the earlier intent wins those ties."""
+    owner: dict[tuple[str, ...], str] = {}
+    for intent in intents:
+        for phrase in intent.phrases:
+            first = owner.setdefault(phrase, intent.name)
+            if first != intent.name:
+                logger.warning(
+                    f"{source}: pattern '{' '.join(phrase)}' is in both '{first}' and "
+                    f"'{intent.name}'; on a tie '{first}' wins"
+                )
+
+
+# --------------------------------------------------------------------------------------------
+# The Pipecat service
+# --------------------------------------------------------------------------------------------
+
+
+def _pending_user_text(context: LLMContext) -> str | None:
+    """The caller's words this turn: the user messages after the last assistant message.
+
+    Returns None when no user message is waiting (e.g. the conversation is only starting, or
+    the last message is the bot's). System and tool messages are skipped.
+    """
+    texts: list[str] = []
+    for message in reversed(context.get_messages()):
+        role = message.get("role") if isinstance(message, dict) else None
+        if role == "user":
+            texts.append(standard_message_text(message))
+        elif role == "assistant":
+            break
+    text = " ".join(t for t in reversed(texts) if t.strip())
+    return text or None
+
+
+def _has_user_message(context: LLMContext) -> bool:
+    return any(isinstance(m, dict) and m.get("role") == "user" for m in context.get_messages())
+
+
+def _for_another(frame: LLMUpdateSettingsFrame, service: LLMService) -> bool:
+    return frame.service is not None and frame.service is not service
+
+
+def _stream_tokens(answer: str) -> list[str]:
+    """Split an answer into word tokens with leading spaces, as LLMs stream them."""
+    words = answer.split()
+    return words[:1] + [f" {w}" for w in words[1:]]
+
+
+class ScriptedResponder(LLMService):
+    """An LLM service that answers each user turn from a :class:`Knowledge` file.
+
+    On an ``LLMContextFrame`` it matches the caller's words this turn (see
+    :func:`_pending_user_text`) and streams the answer word by word between
+    ``LLMFullResponseStartFrame`` and ``LLMFullResponseEndFrame``. With no user message yet (a
+    ``LLMRunFrame`` at call start) it speaks the greeting. All other frames pass through.
+
+    Interruptions: an ``InterruptionFrame`` cancels the running answer (Pipecat cancels the
+    processor's frame task), so no further words or end frame are pushed, and an interrupted
+    goodbye does not end the call: the caller is speaking again.
+
+    Ending the call: when the matched intent has ``end_call = true``, ``on_end_call(reason)``
+    is awaited right after the goodbye's ``LLMFullResponseEndFrame`` has been pushed, i.e.
+    before the goodbye has been synthesized or played. The hook must therefore arrange for the
+    call to end *after* playback (e.g. queue an ``EndFrame``, which drains behind the audio)
+    and return quickly: an interruption arriving while it runs would cancel it.
+
+    Not supported: tools/function calls, and LLM turn-completion filtering
+    (``FilterIncompleteUserTurnStrategies``), which needs the model to emit markers.
+    """
+
+    def __init__(
+        self,
+        knowledge: Knowledge,
+        *,
+        on_end_call: EndCallHook | None = None,
+        token_delay_s: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
+        """Create the responder.
+
+        Args:
+            knowledge: The validated knowledge (load it once per process with
+                :func:`load_knowledge` and share it).
+            on_end_call: Awaited with a reason after a goodbye (``end_call = true``) answer.
+            token_delay_s: Pause between streamed words. 0 still yields to the event loop
+                between words; a small value mimics a real LLM's pacing in demos and tests.
+            **kwargs: Passed to ``LLMService``.
+        """
+        settings = _scripted_settings()
+        if (override := kwargs.pop("settings", None)) is not None:
+            settings.apply_update(override)
+        super().__init__(settings=settings, **kwargs)
+        self._knowledge = knowledge
+        self._on_end_call = on_end_call
+        self._token_delay_s = token_delay_s
+        self.last_match: Match | None = None
+
+    @property
+    def knowledge(self) -> Knowledge:
+        """The knowledge this responder answers from."""
+        return self._knowledge
+
+    def can_generate_metrics(self) -> bool:
+        """Report TTFB and processing time like a real LLM."""
+        return True
+
+    def reply_for(self, context: LLMContext) -> Match:
+        """What to say next for this context: greeting, an intent's answer, or the fallback."""
+        text = _pending_user_text(context)
+        if text is None and not _has_user_message(context):
+            return Match(None, self._knowledge.greeting, special="greeting")
+        return self._knowledge.match(text or "")
+
+    async def run_inference(
+        self,
+        context: LLMContext,
+        max_tokens: int | None = None,
+        system_instruction: str | None = None,
+        response_schema: dict[str, Any] | None = None,
+    ) -> str | None:
+        """Answer out of band, as an LLM would (the other arguments don't apply)."""
+        return self.reply_for(context).answer
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        """Answer ``LLMContextFrame``s; pass every other frame through."""
+        await super().process_frame(frame, direction)
+        if isinstance(frame, LLMContextFrame):
+            await self._respond(frame.context)
+        elif isinstance(frame, LLMUpdateSettingsFrame) and _for_another(frame, self):
+            pass  # the base class has already forwarded it
+        else:
+            await self.push_frame(frame, direction)
+
+    async def _respond(self, context: LLMContext) -> None:
+        started = time.perf_counter()
+        await self.push_frame(LLMFullResponseStartFrame())
+        await self.start_processing_metrics()
+        await self.start_ttfb_metrics()
+        match = self.reply_for(context)
+        self.last_match = match
+        logger.info(
+            f"{self}: {match.name} (score {match.score}, matched {list(match.matched)}) "
+            f"in {(time.perf_counter() - started) * 1000:.1f} ms"
+        )
+        await self._stream(match.answer)
+        await self.stop_processing_metrics()
+        await self.push_frame(LLMFullResponseEndFrame())
+        if match.end_call and self._on_end_call is not None:
+            await self._end_call(self._on_end_call, match)
+
+    async def _stream(self, answer: str) -> None:
+        for index, token in enumerate(_stream_tokens(answer)):
+            if index == 0:
+                await self.stop_ttfb_metrics()
+                await self.stop_ttfat_metrics()
+            await self.push_frame(LLMTextFrame(token))
+            await asyncio.sleep(self._token_delay_s)  # a point where an interruption can land
+
+    async def _end_call(self, hook: EndCallHook, match: Match) -> None:
+        reason = f"scripted intent '{match.name}' ends the call"
+        logger.info(f"{self}: {reason}")
+        try:
+            await hook(reason)
+        except Exception:
+            logger.exception(f"{self}: on_end_call failed")
+
+
+ScriptedLLM = ScriptedResponder
+"""Alias: the ``scripted`` LLM provider."""
+
+
+def _scripted_settings() -> LLMSettings:
+    """Store-mode settings: every field given (None where it does not apply)."""
+    return LLMSettings(
+        model="scripted",
+        system_instruction=None,
+        temperature=None,
+        max_tokens=None,
+        top_p=None,
+        top_k=None,
+        frequency_penalty=None,
+        presence_penalty=None,
+        seed=None,
+        filter_incomplete_user_turns=None,
+        user_turn_completion_config=None,
+    )
