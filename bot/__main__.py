@@ -20,6 +20,13 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    from bot.doctor import doctor_main
+
+    setup_logging("WARNING")
+    return doctor_main(args.config, args.public_url)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -29,6 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (default: $PORT, else 8080)")
     serve.add_argument("--config", help="TOML config file (default: $BOT_CONFIG)")
     serve.set_defaults(run=_serve)
+
+    doctor = sub.add_parser("doctor", help="check config, keys and models; print applet settings")
+    doctor.add_argument("--config", help="TOML config file (default: $BOT_CONFIG)")
+    doctor.add_argument("--public-url", help="where the bot is reachable, e.g. https://bot.app")
+    doctor.set_defaults(run=_doctor)
     return parser
 
 
