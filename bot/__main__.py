@@ -5,16 +5,18 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from bot.config import ConfigError, load_settings
 from bot.logs import setup_logging
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from bot.records import configured_secrets
     from bot.server import run_server
 
     settings = load_settings(args.config)
-    setup_logging(settings.log_level, settings.log_format)
+    setup_logging(settings.log_level, settings.log_format, configured_secrets(settings))
     port = args.port or int(os.environ.get("PORT") or settings.port)
     run_server(settings, args.host or settings.host, port)
     return 0
@@ -25,6 +27,12 @@ def _doctor(args: argparse.Namespace) -> int:
 
     setup_logging("WARNING")
     return doctor_main(args.config, args.public_url)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from bot.records import run_report
+
+    return run_report(args.record, args.png)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--config", help="TOML config file (default: $BOT_CONFIG)")
     doctor.add_argument("--public-url", help="where the bot is reachable, e.g. https://bot.app")
     doctor.set_defaults(run=_doctor)
+
+    report = sub.add_parser("report", help="render a call record: turn table and timeline PNG")
+    report.add_argument("record", type=Path, help="CALL_RECORDS_DIR/<date>/<call_sid>.json")
+    report.add_argument("--png", type=Path, help="timeline picture (default: next to the record)")
+    report.set_defaults(run=_report)
     return parser
 
 

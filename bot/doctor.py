@@ -76,7 +76,7 @@ async def check_offline(_s: Settings) -> str:
     started = time.monotonic()
     models = await load_offline_models()
     return (
-        f"Whisper {models.whisper_dir.rsplit('/', 1)[-1]} and Piper {models.piper_voice_id} "
+        f"Whisper tiny.en and Piper {models.piper_voice_id} "
         f"loaded, sha256 verified, in {time.monotonic() - started:.1f} s"
     )
 

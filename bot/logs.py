@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterable
 from typing import Any
 
 from loguru import logger
@@ -41,10 +42,22 @@ def _json_sink(message: Any) -> None:
     sys.stderr.write(json.dumps(line) + "\n")
 
 
-def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
-    """Replace loguru's default sink with ours (text or JSON)."""
+def setup_logging(level: str = "INFO", fmt: str = "text", secrets: Iterable[str] = ()) -> None:
+    """Replace loguru's default sink with ours (text or JSON).
+
+    ``secrets`` are masked in every message as a second line of defence: nothing should
+    format them into a message in the first place.
+    """
+    from bot.records import Redactor
+
+    redactor = Redactor(list(secrets))
+
+    def patch(record: Any) -> None:
+        _add_ids(record)
+        redactor.patch_log_record(record)
+
     logger.remove()
-    logger.configure(patcher=_add_ids)
+    logger.configure(patcher=patch)
     if fmt == "json":
         logger.add(_json_sink, level=level.upper())
     else:

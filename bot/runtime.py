@@ -20,6 +20,7 @@ from bot.call import CallSession, read_handshake
 from bot.config import Settings
 from bot.metrics import Metrics
 from bot.providers import ProviderChoice, SharedResources, choose_providers, load_shared_resources
+from bot.records import watch_call
 
 # asyncio.to_thread shares the loop's default pool (6 threads on 2 cores); with several calls
 # transcribing, TTS requests queued behind them for ~1 s (offline-models §7.3).
@@ -110,6 +111,7 @@ class Runtime:
 
     async def _run_session(self, session: CallSession) -> None:
         key = id(session)
+        observer = watch_call(session, self.settings, self.metrics)
         self.calls[key] = session
         self.metrics.active_calls.inc()
         try:
@@ -121,6 +123,7 @@ class Runtime:
             self.calls.pop(key, None)
             self.metrics.active_calls.dec()
             self._count_call(session)
+            await observer.finish(session.end_reason, session.hung_up_by)
             if self.keep_finished:
                 self.finished_calls = [*self.finished_calls, session][-self.keep_finished :]
 
