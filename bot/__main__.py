@@ -29,6 +29,20 @@ def _doctor(args: argparse.Namespace) -> int:
     return doctor_main(args.config, args.public_url)
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from bot.demo import demo_main
+
+    setup_logging("WARNING")
+    return demo_main(args.out, args.sample_rate)
+
+
+def _call(args: argparse.Namespace) -> int:
+    from bot.demo import call_main
+
+    setup_logging("WARNING")
+    return call_main(args)
+
+
 def _report(args: argparse.Namespace) -> int:
     from bot.records import run_report
 
@@ -49,6 +63,20 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--config", help="TOML config file (default: $BOT_CONFIG)")
     doctor.add_argument("--public-url", help="where the bot is reachable, e.g. https://bot.app")
     doctor.set_defaults(run=_doctor)
+
+    demo = sub.add_parser("demo", help="start the bot and place a simulated call; report")
+    demo.add_argument("--out", default="demo-out", help="folder for the WAV, PNG and logs")
+    demo.add_argument("--sample-rate", type=int, default=8000, choices=(8000, 16000, 24000))
+    demo.set_defaults(run=_demo)
+
+    call = sub.add_parser("call", help="place a simulated Exotel call against a running bot")
+    call.add_argument("--url", required=True, help="ws(s)://host/exotel/ws")
+    call.add_argument("--wav", action="append", help="caller speech (mono 16-bit WAV); repeat")
+    call.add_argument("--say", action="append", help="caller text, spoken offline; repeat")
+    call.add_argument("--sample-rate", type=int, default=8000, choices=(8000, 16000, 24000))
+    call.add_argument("--auth", help="user:password for Basic auth")
+    call.add_argument("--out", default="call-out", help="folder for the WAV, PNG and report")
+    call.set_defaults(run=_call)
 
     report = sub.add_parser("report", help="render a call record: turn table and timeline PNG")
     report.add_argument("record", type=Path, help="CALL_RECORDS_DIR/<date>/<call_sid>.json")

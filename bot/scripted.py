@@ -368,21 +368,22 @@ def _warn_shared_patterns(intents: list[Intent], source: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _pending_user_text(context: LLMContext) -> str | None:
-    """The caller's words this turn: the user messages after the last assistant message.
+def _pending_user_texts(context: LLMContext) -> list[str]:
+    """The caller's messages since the bot last spoke, oldest first.
 
-    Returns None when no user message is waiting (e.g. the conversation is only starting, or
-    the last message is the bot's). System and tool messages are skipped.
+    More than one means the bot's answer was cut before any of it was heard (a barge-in),
+    so the older messages are questions the caller has moved on from.
     """
     texts: list[str] = []
     for message in reversed(context.get_messages()):
         role = message.get("role") if isinstance(message, dict) else None
         if role == "user":
-            texts.append(standard_message_text(message))
+            text = standard_message_text(message)
+            if text.strip():
+                texts.append(text)
         elif role == "assistant":
             break
-    text = " ".join(t for t in reversed(texts) if t.strip())
-    return text or None
+    return list(reversed(texts))
 
 
 def _has_user_message(context: LLMContext) -> bool:
@@ -403,7 +404,7 @@ class ScriptedResponder(LLMService):
     """An LLM service that answers each user turn from a :class:`Knowledge` file.
 
     On an ``LLMContextFrame`` it matches the caller's words this turn (see
-    :func:`_pending_user_text`) and streams the answer word by word between
+    :func:`_pending_user_texts`) and streams the answer word by word between
     ``LLMFullResponseStartFrame`` and ``LLMFullResponseEndFrame``. With no user message yet (a
     ``LLMRunFrame`` at call start) it speaks the greeting. All other frames pass through.
 
@@ -459,10 +460,15 @@ class ScriptedResponder(LLMService):
 
     def reply_for(self, context: LLMContext) -> Match:
         """What to say next for this context: greeting, an intent's answer, or the fallback."""
-        text = _pending_user_text(context)
-        if text is None and not _has_user_message(context):
+        texts = _pending_user_texts(context)
+        if not texts and not _has_user_message(context):
             return Match(None, self._knowledge.greeting, special="greeting")
-        return self._knowledge.match(text or "")
+        # Answer the newest message; only if it means nothing on its own, read it together
+        # with the unanswered ones before it (one request split by a cut-off answer).
+        match = self._knowledge.match(texts[-1] if texts else "")
+        if match.intent is None and len(texts) > 1:
+            match = self._knowledge.match(" ".join(texts))
+        return match
 
     async def run_inference(
         self,

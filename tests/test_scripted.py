@@ -313,3 +313,16 @@ async def test_reports_ttfb_like_a_real_llm() -> None:
     )
     data = [d for f in down if isinstance(f, MetricsFrame) for d in f.data]
     assert any(isinstance(d, TTFBMetricsData) and d.model == "scripted" for d in data)
+
+
+def test_after_an_unheard_answer_the_newest_question_wins(default_knowledge: Knowledge) -> None:
+    # A barge-in cut the refund answer before any of it was heard, so two user messages
+    # follow each other; the caller has moved on to the office address.
+    llm = ScriptedResponder(default_knowledge)
+    context = context_with(
+        "I want to return my order. How do refunds work?", "Where's your office?"
+    )
+    assert llm.reply_for(context).name == "address"
+    # A newest message that means nothing alone is read with the one before it.
+    context = context_with("I want a refund", "please")
+    assert llm.reply_for(context).name == "refund"
