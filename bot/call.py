@@ -18,6 +18,7 @@ from pipecat.frames.frames import EndFrame, TTSSpeakFrame, UserIdleTimeoutUpdate
 from pipecat.workers.runner import WorkerRunner
 
 from bot.config import Settings
+from bot.holding import HoldingPhraseProcessor, holding_processor_for_call
 from bot.pipeline import CallPipeline, build_call_pipeline, pipeline_input_rate
 from bot.providers import ProviderChoice, ProviderContext, SharedResources
 from bot.transport import ExotelTransport, exotel_params
@@ -110,6 +111,8 @@ async def read_handshake(websocket: WebSocket, sample_rate: int, timeout: float)
 class CallSession:
     """Runs one call's pipeline and ends it the right way for each reason."""
 
+    holding: HoldingPhraseProcessor | None = None  # plays cached phrases; None without a cache
+
     def __init__(
         self,
         websocket: WebSocket,
@@ -143,11 +146,13 @@ class CallSession:
             shared=shared,
             end_call=self.end_call,
         )
+        self.holding = holding_processor_for_call(settings, shared.phrases)
+        extra = [*(extra_processors or []), *([self.holding] if self.holding else [])]
         self.pipeline: CallPipeline = build_call_pipeline(
             self.transport,
             choice,
             ctx,
-            extra_processors=extra_processors,
+            extra_processors=extra,
             observers=observers,
             vad_analyzer=vad_analyzer,
         )
@@ -160,24 +165,20 @@ class CallSession:
     def _wire_events(self) -> None:
         @self.transport.event_handler("on_client_connected")
         async def _greet(_transport, _ws) -> None:
-            if self.settings.bot_greeting:
-                await self.worker.queue_frame(TTSSpeakFrame(self.settings.bot_greeting))
+            await self._speak(self.settings.bot_greeting)
 
         user = self.pipeline.aggregators.user()
 
         @user.event_handler("on_user_turn_idle")
         async def _caller_silent(_aggregator) -> None:
-            if self._ending:
-                return
+            if self._ending or (self.holding and self.holding.waiting_for_answer):
+                return  # after a holding phrase the bot, not the caller, is the one silent
             self._idle_prompts += 1
             if self._idle_prompts == 1:
                 logger.info(f"caller silent for {self.settings.idle_prompt_secs:.0f} s; prompting")
-                await self.worker.queue_frames(
-                    [
-                        TTSSpeakFrame(self.settings.idle_prompt),
-                        UserIdleTimeoutUpdateFrame(timeout=self.settings.idle_hangup_secs),
-                    ]
-                )
+                await self._speak(self.settings.idle_prompt)
+                timeout = self.settings.idle_hangup_secs
+                await self.worker.queue_frame(UserIdleTimeoutUpdateFrame(timeout=timeout))
             else:
                 await self.end_call("caller silent", goodbye=self.settings.goodbye)
 
@@ -241,16 +242,21 @@ class CallSession:
         out = self.transport.output()
         asked_at = time.monotonic()
         if goodbye:
-            await self.worker.queue_frame(TTSSpeakFrame(goodbye))
+            await self._speak(goodbye)
         heard = await self._wait_until_heard(asked_at)
         if not heard and not goodbye:
             # The bot was asked to end without a goodbye and said nothing: say ours.
-            await self.worker.queue_frame(TTSSpeakFrame(self.settings.goodbye))
+            await self._speak(self.settings.goodbye)
             heard = await self._wait_until_heard(time.monotonic())
         if not heard:
             logger.warning("goodbye not confirmed by Exotel in time; closing anyway")
         logger.debug(f"closing with {out.playout_remaining_secs:.2f} s of audio unplayed")
         await self.worker.queue_frame(EndFrame())
+
+    async def _speak(self, text: str) -> None:
+        """Say ``text``: the pre-rendered audio if cached (instant), else through the TTS."""
+        if text and not (self.holding and await self.holding.say(text)):
+            await self.worker.queue_frame(TTSSpeakFrame(text))
 
     async def _wait_until_heard(self, since: float) -> bool:
         """True once an utterance that started after ``since`` has been played out."""

@@ -89,7 +89,7 @@ class Settings(BaseSettings):
         "One moment, please.",
         "Let me check that for you.",
         "Just a second.",
-        "Thanks for waiting, almost there.",
+        "Give me a moment.",
     ]
     holding_cache_dir: Path = Path.home() / ".cache" / "exotel-bot" / "phrases"
 

@@ -36,6 +36,7 @@ class SharedResources:
 
     offline_models: Any = None  # bot.offline.OfflineModels
     knowledge: Any = None  # bot.scripted.Knowledge
+    phrases: Any = None  # bot.holding.PhraseCache: holding phrases, greeting, goodbye
 
 
 @dataclass(frozen=True)

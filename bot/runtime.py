@@ -18,6 +18,7 @@ from loguru import logger
 
 from bot.call import CallSession, read_handshake
 from bot.config import Settings
+from bot.holding import start_phrase_cache
 from bot.metrics import Metrics
 from bot.providers import ProviderChoice, SharedResources, choose_providers, load_shared_resources
 from bot.records import watch_call
@@ -27,9 +28,13 @@ from bot.records import watch_call
 DEFAULT_EXECUTOR_THREADS = 32
 
 
-def _prewarm_imports() -> None:
-    """Import lazily-loaded modules now; the first LLM request would do it on the loop."""
-    import openai.resources.chat.completions  # noqa: F401
+def _prewarm() -> None:
+    """Load now what the first call would otherwise load on the event loop."""
+    import openai.resources.chat.completions  # noqa: F401  (lazy import in the first request)
+
+    from bot.vad import shared_session
+
+    shared_session()
 
 
 @dataclass
@@ -53,8 +58,9 @@ class Runtime:
         loop.set_default_executor(ThreadPoolExecutor(DEFAULT_EXECUTOR_THREADS, "bot-worker"))
         choice = choose_providers(settings)
         logger.info(f"providers: {choice.summary()}")
-        await asyncio.to_thread(_prewarm_imports)
+        await asyncio.to_thread(_prewarm)
         shared = await load_shared_resources(settings, choice)
+        shared.phrases = await start_phrase_cache(settings, choice, shared)
         runtime = cls(settings=settings, choice=choice, shared=shared, **kwargs)
         logger.info(f"ready in {time.monotonic() - started:.2f} s")
         return runtime

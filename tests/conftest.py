@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADParams
 
 
@@ -30,3 +31,11 @@ class EnergyVAD(VADAnalyzer):
 
 def energy_vad_factory(sample_rate: int) -> EnergyVAD:
     return EnergyVAD(sample_rate=sample_rate)
+
+
+@pytest.fixture(autouse=True)
+def _private_caches(tmp_path_factory, monkeypatch):
+    """Keep tests out of ~/.cache: holding phrases and model-hash caches go to a temp dir."""
+    cache = tmp_path_factory.getbasetemp() / "bot-cache"
+    monkeypatch.setenv("HOLDING_CACHE_DIR", str(cache / "phrases"))
+    monkeypatch.setenv("EXOTEL_BOT_CACHE_DIR", str(cache))

@@ -59,5 +59,6 @@ async def test_offline_call_hears_the_caller_and_answers(models):
     # The scripted answer was spoken back: Whisper hears it in what the caller's phone played.
     start = int(turn.first_bot_audio * rate)
     answer_audio = rec.bot_audio[start : start + 6 * rate].tobytes()
-    assert "nine in the morning" in transcribe(models, answer_audio, rate).lower()
+    spoken = transcribe(models, answer_audio, rate).lower()
+    assert "in the morning" in spoken and ("nine" in spoken or "9" in spoken), spoken
     print(f"\noffline: end of speech -> first bot audio {turn.latency_secs * 1000:.0f} ms")
