@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
 from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
-from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADParams
 from pipecat.observers.base_observer import BaseObserver
 from pipecat.pipeline.pipeline import Pipeline
@@ -31,6 +30,7 @@ from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from bot.providers import ProviderChoice, ProviderContext
 from bot.transport import ExotelTransport
+from bot.vad import SharedSileroVADAnalyzer
 
 END_CALL_TOOL = FunctionSchema(
     name="end_call",
@@ -72,7 +72,8 @@ def build_call_pipeline(
 
     ``extra_processors`` go between the TTS and the output (e.g. the holding-phrase
     processor), so what they push is bot audio like any other. ``vad_analyzer`` lets tests
-    use a deterministic VAD; the default is Silero from Pipecat's bundled ONNX model.
+    use a deterministic VAD; the default is Silero from Pipecat's bundled ONNX model, on one
+    session shared by every call (bot/vad.py).
     """
     s = ctx.settings
     stt = choice.stt.factory(ctx)
@@ -81,7 +82,7 @@ def build_call_pipeline(
 
     tools = ToolsSchema(standard_tools=[END_CALL_TOOL]) if choice.llm.tools else None
     context = LLMContext(tools=tools) if tools else LLMContext()
-    vad = vad_analyzer or SileroVADAnalyzer(
+    vad = vad_analyzer or SharedSileroVADAnalyzer(
         sample_rate=ctx.in_rate,
         params=VADParams(
             confidence=s.vad_confidence, start_secs=s.vad_start_secs, stop_secs=s.vad_stop_secs
