@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 
 from fastapi import WebSocket, WebSocketDisconnect
 from loguru import logger
@@ -35,28 +35,14 @@ GOODBYE_START_SECS = 3.0
 
 
 @dataclass
-class CallInfo:
-    """Who is calling and how the stream is set up."""
+class CallInfo(ExotelStart):
+    """Who is calling (from Exotel's ``start``) and the rate the stream runs at."""
 
-    stream_sid: str
-    call_sid: str
-    account_sid: str = ""
-    from_number: str = ""
-    to_number: str = ""
-    custom_parameters: dict[str, str] = field(default_factory=dict)
     sample_rate: int = 8000
 
     @classmethod
     def from_start(cls, start: ExotelStart, sample_rate: int) -> CallInfo:
-        return cls(
-            stream_sid=start.stream_sid,
-            call_sid=start.call_sid,
-            account_sid=start.account_sid,
-            from_number=start.from_number,
-            to_number=start.to_number,
-            custom_parameters=dict(start.custom_parameters),
-            sample_rate=sample_rate,
-        )
+        return cls(**asdict(start), sample_rate=sample_rate)
 
     @property
     def in_rate(self) -> int:
