@@ -55,6 +55,7 @@ class CallPipeline:
     worker: PipelineWorker
     context: LLMContext
     aggregators: LLMContextAggregatorPair
+    stt: FrameProcessor
     llm: FrameProcessor
     tts: FrameProcessor
 
@@ -130,4 +131,4 @@ def build_call_pipeline(
         idle_timeout_secs=None,
         observers=observers or [],
     )
-    return CallPipeline(worker, context, aggregators, llm, tts)
+    return CallPipeline(worker, context, aggregators, stt, llm, tts)
