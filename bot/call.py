@@ -205,9 +205,7 @@ class CallSession:
 
     def _cap_reached(self) -> None:
         logger.info(f"call reached the {self.settings.max_call_secs:.0f} s cap; saying goodbye")
-        self._end_task = asyncio.create_task(
-            self.end_call("call length cap", goodbye=self.settings.goodbye)
-        )
+        self._begin_ending("call length cap", self.settings.goodbye)
 
     def _mark_end(self, reason: str, by: str) -> None:
         if self.end_reason is None:
@@ -216,15 +214,24 @@ class CallSession:
     async def end_call(self, reason: str, goodbye: str | None = None) -> None:
         """End the call from the bot's side once the caller has heard the last words.
 
-        Goodbye (if given, or if the bot said nothing after being asked to end) -> the
-        utterance's mark -> Exotel's echo of it (bounded by the audio still queued plus a
-        margin) -> EndFrame, which closes the socket so the Exotel flow moves on.
+        Returns at once: the ending runs in a task of the call's own, because callers of this
+        hook (the LLM's function handler, the scripted responder) run in pipeline tasks that
+        a barge-in cancels, and an ending cancelled half-way would leave the call open.
         """
+        self._begin_ending(reason, goodbye)
+
+    def _begin_ending(self, reason: str, goodbye: str | None) -> None:
         if self._ending:
             return
         self._ending = True
         self._mark_end(reason, by="bot")
         logger.info(f"ending the call: {reason}")
+        self._end_task = asyncio.create_task(self._end(goodbye), name="end-call")
+
+    async def _end(self, goodbye: str | None) -> None:
+        """Goodbye (if given, or if the bot said nothing after being asked to end) -> the
+        utterance's mark -> Exotel's echo of it (bounded by the audio still queued plus a
+        margin) -> EndFrame, which closes the socket so the Exotel flow moves on."""
         out = self.transport.output()
         asked_at = time.monotonic()
         if goodbye:

@@ -6,8 +6,16 @@ import asyncio
 
 import pytest
 
-from bot.fakes import FakeCartesia, FakeDeepgram, FakeOpenAI, FakeProviders
-from bot.simulator import BargeIn, CallConfig, ExotelSimulator, Hangup, Say, WaitForBot
+from bot.fakes import FakeCartesia, FakeDeepgram, FakeOpenAI, FakeProviders, ToolCall
+from bot.simulator import (
+    BargeIn,
+    CallConfig,
+    ExotelSimulator,
+    Hangup,
+    Say,
+    WaitForBot,
+    WaitForBotHangup,
+)
 from serializers.exotel import chunk_rule
 from tests.helpers import bot_on_fakes, tone
 
@@ -93,3 +101,31 @@ async def test_socket_close_without_stop_ends_the_call(fakes):
         session = runtime.finished_calls[-1]
     assert rec.closed_by == "caller_abrupt"
     assert session.hung_up_by == "caller" and "without stop" in session.end_reason
+
+
+async def test_llm_ends_the_call_even_when_the_goodbye_is_interrupted(fakes):
+    # The LLM calls end_call without saying anything: the bot says its goodbye; the caller
+    # talks over it (which cancels the LLM's task that called end_call); the bot answers and
+    # still hangs up once its last words have been heard.
+    fakes.deepgram.add_transcripts("that's all", "oh and thanks")
+    fakes.openai.add_replies(ToolCall("end_call", {}), "You are welcome. Bye!")
+    async with bot_on_fakes(
+        fakes, goodbye="Thank you for calling, have a lovely day. Goodbye!"
+    ) as (
+        url,
+        runtime,
+    ):
+        rec = await ExotelSimulator(CallConfig(url=url, wait_timeout=15)).run(
+            [
+                WaitForBot(gap=0.3),
+                Say(tone(0.8), label="that's all"),
+                BargeIn(tone(0.6), after_bot_start=0.6, label="oh and thanks"),
+                WaitForBotHangup(timeout=20),
+            ]
+        )
+        await asyncio.sleep(0.2)
+        session = runtime.finished_calls[-1]
+    assert rec.closed_by == "bot", rec.script_warnings
+    assert session.end_reason == "llm called end_call" and session.hung_up_by == "bot"
+    assert len(rec.clears) == 1 and rec.violations == []
+    assert rec.utterances[-1].played_secs > 0.5  # the last words were heard before the close
