@@ -1425,6 +1425,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--finalize-latency", type=float, default=0.05)
     parser.add_argument("--first-token-latency", type=float, default=0.3)
     parser.add_argument("--inter-token-delay", type=float, default=0.02)
+    parser.add_argument("--reply", help="the LLM's reply to every request (default: echo)")
     parser.add_argument("--first-audio-latency", type=float, default=0.1)
     parser.add_argument("--seconds-per-word", type=float, default=0.3)
     parser.add_argument("--any-key", action="store_true", help="accept any non-empty API key")
@@ -1449,6 +1450,7 @@ async def _serve_forever(args: argparse.Namespace) -> None:
             port=args.port_base + 1,
             first_token_latency=args.first_token_latency,
             inter_token_delay=args.inter_token_delay,
+            responder=(lambda *_: args.reply) if args.reply else None,
         ),
         cartesia=FakeCartesia(
             api_key=key(DEFAULT_CARTESIA_KEY),
