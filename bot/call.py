@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 
 from fastapi import WebSocket, WebSocketDisconnect
 from loguru import logger
@@ -18,6 +19,7 @@ from pipecat.frames.frames import EndFrame, TTSSpeakFrame, UserIdleTimeoutUpdate
 from pipecat.workers.runner import WorkerRunner
 
 from bot.config import Settings
+from bot.faults import FaultWatchdog
 from bot.holding import HoldingPhraseProcessor, holding_processor_for_call
 from bot.pipeline import CallPipeline, build_call_pipeline, pipeline_input_rate
 from bot.providers import ProviderChoice, ProviderContext, SharedResources
@@ -94,6 +96,14 @@ async def read_handshake(websocket: WebSocket, sample_rate: int, timeout: float)
     return CallInfo.from_start(start, sample_rate)
 
 
+def make_fault_watchdog(
+    settings: Settings, end_call, holding: HoldingPhraseProcessor | None
+) -> FaultWatchdog | None:
+    """The call's provider-fault watchdog; the apology plays from the phrase cache."""
+    say = partial(holding.say, append_to_context=False) if holding else None
+    return FaultWatchdog.from_settings(settings, end_call=end_call, say=say)
+
+
 class CallSession:
     """Runs one call's pipeline and ends it the right way for each reason."""
 
@@ -133,7 +143,13 @@ class CallSession:
             end_call=self.end_call,
         )
         self.holding = holding_processor_for_call(settings, shared.phrases)
-        extra = [*(extra_processors or []), *([self.holding] if self.holding else [])]
+        # Last before the output: it must see holding phrases to tell them from answers.
+        self.faults = make_fault_watchdog(settings, self.end_call, self.holding)
+        extra = [
+            *(extra_processors or []),
+            *([self.holding] if self.holding else []),
+            *([self.faults] if self.faults else []),
+        ]
         self.pipeline: CallPipeline = build_call_pipeline(
             self.transport,
             choice,
@@ -142,6 +158,8 @@ class CallSession:
             observers=observers,
             vad_analyzer=vad_analyzer,
         )
+        if self.faults:
+            self.faults.watch(self.worker)
         self._wire_events()
 
     @property
@@ -224,6 +242,8 @@ class CallSession:
         if self._ending:
             return
         self._ending = True
+        if self.faults:
+            self.faults.stand_down()  # silence is expected from now on
         self._mark_end(reason, by="bot")
         logger.info(f"ending the call: {reason}")
         self._end_task = asyncio.create_task(self._end(goodbye), name="end-call")

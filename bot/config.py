@@ -102,7 +102,9 @@ class Settings(BaseSettings):
     apology: str = "Sorry, I am having trouble right now. Please bear with me."
     max_call_secs: float = Field(55 * 60, gt=0, le=60 * 60)
     shutdown_drain_secs: float = Field(30.0, ge=0)
-    provider_timeout_secs: float = Field(8.0, gt=0)
+    # Caller's end of speech -> the cached apology when no answer audio came (bot.faults).
+    # Holding phrases cover 0.7 s and 3 s; past ~4 s of silence a caller thinks the line died.
+    provider_timeout_secs: float = Field(4.0, gt=0)
 
     # Observability
     call_records_dir: Path | None = None

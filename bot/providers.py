@@ -16,7 +16,9 @@ file) is loaded once per process into ``SharedResources`` and handed to them.
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib.util
+import itertools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -114,12 +116,36 @@ def _deepgram(ctx: ProviderContext) -> FrameProcessor:
     )
 
 
+_openai_ids = itertools.count()
+
+
+@functools.cache
+def _closing_openai_service() -> type:
+    from pipecat.services.openai.llm import OpenAILLMService
+
+    class ClosingOpenAILLMService(OpenAILLMService):
+        """OpenAILLMService that closes its HTTP client when the call ends.
+
+        Pipecat never closes it, so every call that made a request left a pooled
+        connection open until the server dropped it (found by tests/test_hangups.py).
+        """
+
+        async def cleanup(self) -> None:
+            await super().cleanup()
+            await self._client.close()
+
+    return ClosingOpenAILLMService
+
+
 @register("llm", "openai", label="OpenAI language model", key="openai_api_key", tools=True)
 def _openai(ctx: ProviderContext) -> FrameProcessor:
     from pipecat.services.openai.llm import OpenAILLMService
 
     s = ctx.settings
-    llm = OpenAILLMService(
+    service = _closing_openai_service()
+    llm = service(
+        # Named like the stock service so logs and metric labels read the same.
+        name=f"OpenAILLMService#{next(_openai_ids)}",
         api_key=_secret(s.openai_api_key),
         base_url=s.openai_base_url or None,
         settings=OpenAILLMService.Settings(

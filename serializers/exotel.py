@@ -122,7 +122,14 @@ class ExotelStart:
 
 
 class ExotelProtocolError(ValueError):
-    """A message that cannot be used; the text says why, for the log line."""
+    """A message that cannot be used; the text says why, for the log line.
+
+    ``kind`` groups the rate-limited log lines and the rejected-message counter.
+    """
+
+    def __init__(self, text: str, kind: str = "malformed") -> None:
+        super().__init__(text)
+        self.kind = kind
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,9 +140,13 @@ class ExotelProtocolError(ValueError):
 def decode_message(data: str | bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> dict:
     """Parse one WebSocket message into an event object, or raise ExotelProtocolError."""
     if isinstance(data, (bytes, bytearray)):
-        raise ExotelProtocolError(f"binary frame of {len(data)} bytes (Exotel sends JSON text)")
+        raise ExotelProtocolError(
+            f"binary frame of {len(data)} bytes (Exotel sends JSON text)", kind="binary"
+        )
     if len(data) > max_bytes:
-        raise ExotelProtocolError(f"message of {len(data)} bytes exceeds the {max_bytes} limit")
+        raise ExotelProtocolError(
+            f"message of {len(data)} bytes exceeds the {max_bytes} limit", kind="oversized"
+        )
     try:
         message = json.loads(data)
     except (ValueError, RecursionError) as e:
@@ -176,16 +187,16 @@ def parse_start(message: dict) -> ExotelStart:
     """Read a ``start`` event: ids from ``start`` (falling back to top level), both spellings."""
     start = message.get("start")
     start = start if isinstance(start, dict) else {}
-    stream_sid = _pick(start, "stream_sid", "streamSid") or _pick(
-        message, "stream_sid", "streamSid"
+    stream_sid = _as_text(
+        _pick(start, "stream_sid", "streamSid") or _pick(message, "stream_sid", "streamSid")
     )
     call_sid = _pick(start, "call_sid", "callSid") or _pick(message, "call_sid", "callSid")
     if not stream_sid:
-        raise ExotelProtocolError("start event without stream_sid")
+        raise ExotelProtocolError("start event without a stream_sid string")
     custom = _pick(start, "custom_parameters", "customParameters")
     media_format = _pick(start, "media_format", "mediaFormat")
     return ExotelStart(
-        stream_sid=_as_text(stream_sid),
+        stream_sid=stream_sid,
         call_sid=_as_text(call_sid),
         account_sid=_as_text(_pick(start, "account_sid", "accountSid")),
         from_number=_as_text(_pick(start, "from", "from_number", "From")),
@@ -319,7 +330,7 @@ class ExotelFrameSerializer(FrameSerializer):
             self._check_sequence(message)
             return await self._frame_for(message)
         except ExotelProtocolError as e:
-            self._drop("malformed", str(e))
+            self._drop(e.kind, str(e))
         except Exception as e:  # never let one message end the call
             self._drop("unexpected", f"{e.__class__.__name__}: {e}")
         return None

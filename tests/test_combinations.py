@@ -19,7 +19,7 @@ pytestmark = pytest.mark.models  # the offline providers load the real (shared) 
 SERVICE_CLASS = {
     "deepgram": "DeepgramSTTService",
     "whisper": "LocalWhisperSTT",
-    "openai": "OpenAILLMService",
+    "openai": "ClosingOpenAILLMService",
     "scripted": "ScriptedResponder",
     "cartesia": "CartesiaTTSService",
     "piper": "LocalPiperTTS",
