@@ -108,10 +108,36 @@ def _find_record(records: Path, call_sid: str) -> dict | None:
     return None
 
 
-def _print_and_save(rec: CallRecording, out: Path, record: dict | None) -> dict[str, Path]:
-    from bot.records import record_annotations, record_transcript
+def transcript_by_time(rec: CallRecording, record: dict) -> list[dict]:
+    """The server's turns joined to the caller's utterances by time, not by index.
 
-    transcript = record_transcript(record) if record else None
+    The server may see more turns than the caller made (a pause splits one, a noise blip
+    makes an empty one), so each caller utterance takes every server turn that ended before
+    the next utterance began: what was heard joined, the last answer given.
+    """
+    starts = [t.audio_start for t in rec.turns] + [float("inf")]
+    notes = []
+    for i in range(len(rec.turns)):
+        mine = [
+            t
+            for t in record.get("turns", [])
+            if t.get("turn_end") is not None and starts[i] <= t["turn_end"] < starts[i + 1]
+        ]
+        answers = [t["answered"] for t in mine if t.get("answered")]
+        notes.append(
+            {
+                "heard": " ".join(t["heard"] for t in mine if t.get("heard")) or None,
+                "answered": answers[-1] if answers else None,
+                "holding_phrase": any(t.get("holding_phrase") for t in mine),
+            }
+        )
+    return notes
+
+
+def _print_and_save(rec: CallRecording, out: Path, record: dict | None) -> dict[str, Path]:
+    from bot.records import record_annotations
+
+    transcript = transcript_by_time(rec, record) if record else None
     annotations = record_annotations(record) if record else None
     files = save_report(rec, out, transcript=transcript, annotations=annotations)
     print(files["report"].read_text(encoding="utf-8"), end="")
