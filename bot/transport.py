@@ -200,6 +200,14 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
             self._play_until = min(self._play_until, now + self._chunk_secs)
             await self._call_event_handler("on_clear_sent")
 
+    async def _write_frame(self, frame: Frame) -> bool:
+        # Once Exotel has said `stop` the stream is over: nothing more may be sent, even if
+        # the close has not reached the socket state yet (a send would fail and log).
+        serializer = self._params.serializer
+        if isinstance(serializer, ExotelFrameSerializer) and serializer.stop_reason:
+            return False
+        return await super()._write_frame(frame)
+
     # -- audio -----------------------------------------------------------------------------
 
     @property
@@ -265,6 +273,24 @@ class ExotelTransport(FastAPIWebsocketTransport):
         self._output = ExotelOutputTransport(
             self, self._client, self._params, name=self._output_name
         )
+        self._client.send = self._send_or_drop  # type: ignore[method-assign]
+        self._websocket = websocket
+
+    async def _send_or_drop(self, data: str | bytes) -> None:
+        """Send, or drop quietly if the caller has just hung up.
+
+        A send can race the caller's close (the receive loop has not seen it yet). Pipecat
+        logs that as a WARNING; for a phone call it is an ordinary hang-up, so DEBUG.
+        """
+        if not self._client._can_send():  # the same check Pipecat's send makes
+            return
+        try:
+            if isinstance(data, bytes):
+                await self._websocket.send_bytes(data)
+            else:
+                await self._websocket.send_text(data)
+        except Exception as e:
+            logger.debug(f"send dropped, the caller hung up: {e.__class__.__name__}")
 
     def output(self) -> ExotelOutputTransport:
         return self._output

@@ -715,7 +715,9 @@ async def test_end_to_end_metrics_record_and_logs_match_the_simulated_call(
     assert record["turns"][0]["answered"].startswith("Our hours are nine")
     assert [t["interrupted"] for t in record["turns"]] == [False, True]
     for ours, theirs in zip(record["turns"], rec.turns, strict=True):
-        assert ours["response_latency"] == pytest.approx(theirs.latency_secs, abs=0.3)
+        # Two clocks measuring one gap: the record's send time can be a chunk (0.2 s) early
+        # and the observer queue lags under a busy CI machine, hence the tolerance.
+        assert ours["response_latency"] == pytest.approx(theirs.latency_secs, abs=0.7)
     assert len(record["bot_audio_chunks"]) == len(rec.media_sizes)
     marks = [e for e in record["events"] if e["type"] == "mark_sent"]
     assert len(marks) == len(rec.marks)
