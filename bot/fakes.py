@@ -256,6 +256,17 @@ class _WebSocketFake(_FakeServer):
     async def _handle(self, ws: ServerConnection) -> None:
         raise NotImplementedError
 
+    async def _run_session(self, ws: ServerConnection, session: Any, record: Any) -> None:
+        """Run one connection's session (or, in ``hang`` mode, only record what arrives)."""
+        try:
+            if self._faults.fire("hang"):
+                await _drain(ws, session.record_only)
+            else:
+                await session.run()
+        finally:
+            await session.close()
+            record.closed_at = time.monotonic()
+
 
 async def _send_json(ws: ServerConnection, payload: Mapping[str, Any]) -> bool:
     """Send one JSON text message; False if the peer is gone (a normal end, not an error)."""
@@ -490,15 +501,7 @@ class FakeDeepgram(_WebSocketFake):
         record = DeepgramConnection(path, query, ws.request.headers.get("Authorization"))
         self.connections.append(record)
         logger.debug(f"FakeDeepgram: connection {len(self.connections)} {query}")
-        session = _DeepgramSession(self, ws, record)
-        try:
-            if self._faults.fire("hang"):
-                await _drain(ws, session.record_only)
-            else:
-                await session.run()
-        finally:
-            await session.close()
-            record.closed_at = time.monotonic()
+        await self._run_session(ws, _DeepgramSession(self, ws, record), record)
 
     async def _next_transcript(
         self, segment: bytes, record: DeepgramConnection, *, final: bool
@@ -1171,15 +1174,7 @@ class FakeCartesia(_WebSocketFake):
         )
         self.connections.append(record)
         logger.debug(f"FakeCartesia: connection {len(self.connections)}")
-        session = _CartesiaSession(self, ws, record)
-        try:
-            if self._faults.fire("hang"):
-                await _drain(ws, session.record_only)
-            else:
-                await session.run()
-        finally:
-            await session.close()
-            record.closed_at = time.monotonic()
+        await self._run_session(ws, _CartesiaSession(self, ws, record), record)
 
 
 def _validate_generation(msg: Mapping[str, Any]) -> str | None:
