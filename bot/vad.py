@@ -5,17 +5,42 @@ event loop, pipecat-notes §8.4) and starts a private thread per call. The model
 read-only and onnxruntime's ``run`` is thread-safe; only the recurrent state and context are
 per stream. So each call gets its own small state object on a shared session, and its windows
 run on a shared pool (one analyzer's windows are awaited one by one, so they never overlap).
+
+Two changes to how a window is judged, both about the volume floor (``min_volume``) that
+Pipecat applies next to the model's confidence:
+
+* the volume is measured first, and a window below the floor skips the model: it could not
+  count as speech whatever the model said, and on a phone line most windows are quiet (the
+  caller listening), so this removes most of the VAD's CPU;
+* the smoothed volume rises at once and only falls smoothly. Pipecat smooths both ways, so
+  the volume needs ~6 windows (~190 ms) to climb over the floor at speech onset, and every
+  barge-in was heard that much later. The floor still rejects quiet speech and line noise.
+
+Pipecat's BS.1770 loudness of the last 400 ms costs more than the model's cheap cousin: a
+plain mean square over the same window bounds it from above (the K-weighting lifts no
+frequency by more than 4.25 dB), so the loudness is only computed when the bound reaches the
+floor.
 """
 
 from __future__ import annotations
 
+import math
 import threading
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 
+import numpy as np
 import onnxruntime
+from loguru import logger
+from pipecat.audio.utils import exp_smoothing, normalize_value
 from pipecat.audio.vad.silero import SileroOnnxModel, SileroVADAnalyzer
-from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADParams
+from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADParams, VADState
+from pipecat.audio.volume import VOLUME_WINDOW_SECS
+
+# BS.1770's K-weighting gains at most 4.25 dB at any frequency (measured with sines at 8 and
+# 16 kHz); with a margin, mean square x this gain bounds the loudness from above.
+K_WEIGHTING_MAX_GAIN = 10 ** (4.5 / 10)
 
 
 class _ProcessPool(ThreadPoolExecutor):
@@ -56,6 +81,12 @@ class _StreamState(SileroOnnxModel):
         self.reset_states()
 
 
+def _energy(audio: bytes) -> float:
+    """Sum of squared samples (16-bit PCM)."""
+    samples = np.frombuffer(audio, np.int16).astype(np.float64)
+    return float(np.dot(samples, samples))
+
+
 class SharedSileroVADAnalyzer(SileroVADAnalyzer):
     """SileroVADAnalyzer without a per-call model load or thread."""
 
@@ -67,3 +98,75 @@ class SharedSileroVADAnalyzer(SileroVADAnalyzer):
         self._model = _StreamState(shared_session())
         self._windows_since_reset = 0
         self._low_confidence_windows = 0
+        self._window_volume = 0.0
+        self._recent_energy: deque[float] = deque()
+        self.model_windows = 0  # windows the model judged
+        self.quiet_windows = 0  # windows under the volume floor, model skipped
+        self.buffers_on_loop = 0  # buffers judged quiet without leaving the event loop
+
+    async def analyze_audio(self, buffer: bytes) -> VADState:
+        if self._surely_quiet(buffer):
+            # No window in it can reach the floor, so the model will not run: the state
+            # machine alone costs less on the loop than the hop to a thread and back.
+            self.buffers_on_loop += 1
+            return self._run_analyzer(buffer)
+        return await super().analyze_audio(buffer)
+
+    def _surely_quiet(self, buffer: bytes) -> bool:
+        """Every window this buffer completes will be under the volume floor."""
+        if self._prev_volume >= self._params.min_volume or not self._recent_energy.maxlen:
+            return False  # a smoothed fall from above the floor can stay above it
+        energy = _energy(self._vad_buffer + buffer)
+        # The sum over the kept windows plus all new audio bounds each new window's sum.
+        return self._normalized_bound(sum(self._recent_energy) + energy) < self._params.min_volume
+
+    def voice_confidence(self, buffer: bytes) -> float:
+        # Pipecat's loop asks for the confidence, then the volume; measure the volume here
+        # so a window under the floor never reaches the model.
+        self._window_volume = self._fast_attack_volume(buffer)
+        if self._window_volume < self._params.min_volume:
+            self.quiet_windows += 1
+            self._maybe_reset_model(0.0)  # keep Pipecat's reset schedule counting
+            return 0.0
+        self.model_windows += 1
+        return super().voice_confidence(buffer)
+
+    def _get_smoothed_volume(self, audio: bytes) -> float:
+        return self._window_volume  # measured in voice_confidence, for the same window
+
+    def set_sample_rate(self, sample_rate: int) -> None:
+        super().set_sample_rate(sample_rate)
+        windows = math.ceil(VOLUME_WINDOW_SECS * self.sample_rate / self.num_frames_required())
+        self._recent_energy = deque(maxlen=windows)
+
+    def _fast_attack_volume(self, audio: bytes) -> float:
+        self._volume_tracker.update(audio, self.sample_rate)
+        volume = self._loudness_upper_bound(audio)
+        if volume >= self._params.min_volume:
+            volume = self._volume_tracker.volume  # the real loudness, only when it matters
+        if volume >= self._prev_volume:
+            return volume
+        return exp_smoothing(volume, self._prev_volume, self._smoothing_factor)
+
+    def _loudness_upper_bound(self, audio: bytes) -> float:
+        """Normalized like Pipecat's volume; never below the loudness of the same window."""
+        self._recent_energy.append(_energy(audio))
+        return self._normalized_bound(sum(self._recent_energy))
+
+    def _normalized_bound(self, energy: float) -> float:
+        # The windows kept span at least the tracker's 400 ms, so their energy is not less
+        # than the tracker's; dividing by the tracker's length keeps the result a bound.
+        window_samples = VOLUME_WINDOW_SECS * self.sample_rate
+        mean_square = energy / (window_samples * 32768.0**2)
+        if mean_square <= 0.0:
+            return 0.0
+        level = -0.691 + 10 * math.log10(K_WEIGHTING_MAX_GAIN * mean_square)
+        return normalize_value(level, -110, -10)
+
+    async def cleanup(self) -> None:
+        windows = self.model_windows + self.quiet_windows
+        logger.debug(
+            f"VAD: the model judged {self.model_windows} of {windows} windows; "
+            f"{self.quiet_windows} were under the volume floor"
+        )
+        await super().cleanup()
