@@ -13,7 +13,10 @@ adds (§1.8 c):
 * a ``mark`` follows each bot utterance, and the echo tells us the caller heard it;
 * ``clear`` goes out on interruption only when sent audio may still be playing, and stale
   marks are forgotten (Exotel may never echo marks whose audio was cleared, §7);
-* on EndFrame the socket closes only after the far end has had time to play what it holds.
+* on EndFrame the socket closes only after the far end has had time to play what it holds;
+* a partial chunk held mid-utterance (a short first sentence, the next one still in the TTS)
+  is sent padded just before Exotel would run dry: a pause between sentences, not a gap
+  inside the audio stream.
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ from serializers.exotel import (
 
 # How much longer than the expected playout we wait for Exotel before giving up on it.
 PLAYOUT_MARGIN_SECS = 1.0
+# How long before Exotel runs dry a held partial chunk is sent: loop lag plus the network.
+DRY_GUARD_SECS = 0.08
 
 
 class ExotelParams(FastAPIWebsocketParams):
@@ -108,7 +113,9 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
         # Urgent DTMF is written from outside the audio task; one writer at a time keeps
         # the pacing clock (and so the lead at Exotel) right.
         self._write_lock = asyncio.Lock()
+        self._dry_timer: asyncio.TimerHandle | None = None
         self.sent_chunks: list[int] = []  # sizes, for metrics and tests
+        self.dry_flushes = 0  # partial chunks sent padded so Exotel would not run dry
         self.last_audio_at = 0.0  # when bot audio last reached this transport
         self.last_echo_at = 0.0  # when Exotel last echoed one of our marks
         self._register_event_handler("on_mark_sent")
@@ -188,6 +195,7 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
 
     async def _interrupt(self) -> None:
         self._epoch += 1
+        self._cancel_dry_timer()
         self._utterance_has_audio = False
         if self._pending_marks:
             logger.debug(f"interruption: forgetting marks {list(self._pending_marks)}")
@@ -237,7 +245,38 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
         """Advance the far end's playout clock by what we sent; sleep until it runs low."""
         now = time.monotonic()
         self._play_until = max(self._play_until, now) + secs
+        self._cancel_dry_timer()
+        self._dry_timer = asyncio.get_running_loop().call_later(
+            max(0.0, self._play_until - DRY_GUARD_SECS - now), self._flush_before_dry
+        )
         await asyncio.sleep(max(0.0, self._play_until - self._lead_secs - now))
+
+    def _flush_before_dry(self) -> None:
+        """Exotel is about to run dry mid-utterance: send the held partial chunk, padded.
+
+        Pipecat's MediaSender keeps audio short of a full chunk until more comes or the TTS
+        stops; with 200 ms chunks at 8 kHz that tail can outlast what Exotel has queued.
+        """
+        self._dry_timer = None
+        sender = self._media_senders.get(None)
+        if sender is None or not self._utterance_has_audio or not sender._audio_runs:
+            return
+        if sender._audio_queue.has_frame(OutputAudioRawFrame):
+            return  # the next chunk is already on its way
+        audio, uninterruptible = sender._take_audio_chunk()
+        frame = sender._audio_buffer_cls(
+            audio + bytes(self.audio_chunk_size - len(audio)),
+            sample_rate=self.sample_rate,
+            num_channels=1,
+        )
+        frame.interruptible = not uninterruptible
+        sender._audio_queue.put_nowait(frame)
+        self.dry_flushes += 1
+
+    def _cancel_dry_timer(self) -> None:
+        if self._dry_timer is not None:
+            self._dry_timer.cancel()
+            self._dry_timer = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -245,10 +284,15 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
         await super().start(frame)
         self._play_until = 0.0
 
+    async def cleanup(self) -> None:
+        self._cancel_dry_timer()
+        await super().cleanup()
+
     async def stop(self, frame: EndFrame) -> None:
         # Let the queue drain (the base class), then give Exotel time to play what it holds
         # before the socket closes: nothing documents it playing audio after a close (§12.18).
         await BaseOutputTransport.stop(self, frame)
+        self._cancel_dry_timer()
         remaining = self.playout_remaining_secs
         if remaining > 0 and self._client.is_connected and not self._client.is_closing:
             await asyncio.sleep(remaining + PLAYOUT_MARGIN_SECS / 10)

@@ -136,3 +136,19 @@ async def test_ten_second_utterance_then_dtmf_then_late_audio(rate):
         f"\n{rate} Hz: {len(rec.media_sizes)} media, sizes {sorted(set(rec.media_sizes))}, "
         f"max lead {rec.max_lead_secs:.3f} s, close {close_t - last_end:+.3f} s after playout"
     )
+
+
+async def test_short_first_sentence_is_flushed_before_exotel_runs_dry():
+    """0.3 s of speech fills one 200 ms chunk; the next sentence comes 0.3 s later. The held
+    100 ms goes out padded before Exotel runs dry: a pause between sentences, no underrun."""
+
+    def script(r: int):
+        first, second = utterance(0.3, r), utterance(1.0, r)
+        return [*first[:-1], 0.3, *second[1:]]
+
+    rec, output = await call_bot(script, 8000)
+    assert rec.violations == [] and rec.underruns == []
+    assert output.dry_flushes == 1
+    # 0.3 s = one chunk plus a padded one; 1.0 s = five chunks (no tail).
+    assert rec.media_sizes == [3200] * 7
+    assert len(rec.marks) == 1
