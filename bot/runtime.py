@@ -19,9 +19,13 @@ from loguru import logger
 from bot.call import CallSession, read_handshake
 from bot.config import Settings
 from bot.holding import start_phrase_cache
+from bot.memory import freeze_startup_heap, release_memory
 from bot.metrics import Metrics
 from bot.providers import ProviderChoice, SharedResources, choose_providers, load_shared_resources
 from bot.records import watch_call
+
+# After the last call ends, wait this long for another before giving memory back.
+RELEASE_MEMORY_AFTER_SECS = 1.0
 
 # asyncio.to_thread shares the loop's default pool (6 threads on 2 cores); with several calls
 # transcribing, TTS requests queued behind them for ~1 s (offline-models §7.3).
@@ -50,6 +54,9 @@ class Runtime:
     draining: bool = False
     finished_calls: list[CallSession] = field(default_factory=list)
     keep_finished: int = 0  # how many ended sessions to keep for inspection (tests)
+    _release: asyncio.TimerHandle | None = None
+    _releasing: asyncio.Task | None = None
+    memory_releases: int = 0  # times memory was given back after the last call ended
 
     @classmethod
     async def start(cls, settings: Settings, **kwargs) -> Runtime:
@@ -62,6 +69,7 @@ class Runtime:
         shared = await load_shared_resources(settings, choice)
         shared.phrases = await start_phrase_cache(settings, choice, shared)
         runtime = cls(settings=settings, choice=choice, shared=shared, **kwargs)
+        freeze_startup_heap()
         logger.info(f"ready in {time.monotonic() - started:.2f} s")
         return runtime
 
@@ -120,6 +128,8 @@ class Runtime:
         observer = watch_call(session, self.settings, self.metrics)
         self.calls[key] = session
         self.metrics.active_calls.inc()
+        if self._release is not None:
+            self._release.cancel()
         try:
             await session.run()
         except Exception:
@@ -132,6 +142,16 @@ class Runtime:
             await observer.finish(session.end_reason, session.hung_up_by)
             if self.keep_finished:
                 self.finished_calls = [*self.finished_calls, session][-self.keep_finished :]
+            if not self.calls:
+                self._release = asyncio.get_running_loop().call_later(
+                    RELEASE_MEMORY_AFTER_SECS, self._release_if_idle
+                )
+
+    def _release_if_idle(self) -> None:
+        self._release = None
+        if not self.calls:
+            self.memory_releases += 1
+            self._releasing = asyncio.ensure_future(release_memory())
 
     def _count_call(self, session: CallSession) -> None:
         m = self.metrics

@@ -26,7 +26,9 @@ import pytest
 import pytest_asyncio
 from websockets.asyncio.client import connect
 
+from bot import memory
 from bot.fakes import FakeCartesia, FakeDeepgram, FakeOpenAI, FakeProviders, ToolCall
+from bot.runtime import RELEASE_MEMORY_AFTER_SECS
 from bot.simulator import CallConfig, CallRecording, Say, Wait, WaitForBot
 from tests.callkit import (
     BotUnderTest,
@@ -305,3 +307,19 @@ def llm_client_ports(b: BotUnderTest) -> set[int]:
     """Local ports of this process's connections to the fake OpenAI."""
     conns = psutil.Process().net_connections(kind="inet")
     return {c.laddr.port for c in conns if c.raddr and c.raddr.port == b.fakes.openai.port}
+
+
+async def test_memory_is_given_back_once_the_last_call_has_ended(bot: BotUnderTest) -> None:
+    """After a burst, the process should not sit at its peak RSS (issue 7): when no call is
+    left, garbage is collected and free heap pages go back to the system."""
+    tune(bot, Tuning())
+    script = [WaitForBot(gap=0.1), Say(QUESTION), WaitForBot(gap=0.1)]
+    first = CallerSim(CallConfig(url=bot.url)).run(script)
+    second = CallerSim(CallConfig(url=bot.url)).run([WaitForBot(gap=0.1)])
+    await asyncio.gather(first, second)
+    await bot.idle()
+    runtime = bot.runtime
+    released_before = runtime.memory_releases
+    await asyncio.sleep(RELEASE_MEMORY_AFTER_SECS + 0.5)
+    assert runtime.memory_releases == released_before + 1  # once, after the last call
+    assert memory.can_trim()  # glibc here: pages really go back, not only a collection
