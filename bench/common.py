@@ -184,7 +184,7 @@ class BotSpec:
             BOT_STT="deepgram",
             BOT_LLM="openai",
             BOT_TTS="cartesia",
-            LOG_LEVEL="WARNING",
+            LOG_LEVEL=os.environ.get("BENCH_BOT_LOG_LEVEL", "WARNING"),
             SHUTDOWN_DRAIN_SECS="0",
             PYTHONUNBUFFERED="1",
         )
