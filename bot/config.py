@@ -25,6 +25,10 @@ from serializers.exotel import SUPPORTED_SAMPLE_RATES
 
 DATA_DIR = Path(__file__).parent / "data"
 
+# Live calls one process takes before refusing more. Measured on 2 cores with cloud
+# providers (bench/capacity.py): 25 calls keep every figure, 50 break pacing and latency.
+DEFAULT_MAX_CALLS = 30
+
 DEFAULT_SYSTEM_PROMPT = (
     "You are a friendly, concise phone assistant for a customer-service line in India. "
     "Your words are spoken aloud on a phone call: answer in one or two short sentences, "
@@ -101,6 +105,9 @@ class Settings(BaseSettings):
     goodbye: str = "Thank you for calling. Goodbye!"
     apology: str = "Sorry, I am having trouble right now. Please bear with me."
     max_call_secs: float = Field(55 * 60, gt=0, le=60 * 60)
+    # Streams past this many live calls are refused (close 1013) instead of slowing every
+    # call in the process; 0 = no limit. See bench/capacity.py for the measured ceiling.
+    bot_max_calls: int = Field(DEFAULT_MAX_CALLS, ge=0)
     shutdown_drain_secs: float = Field(30.0, ge=0)
     # Caller's end of speech -> the cached apology when no answer audio came (bot.faults).
     # Holding phrases cover 0.7 s and 3 s; past ~4 s of silence a caller thinks the line died.

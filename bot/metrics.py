@@ -23,6 +23,12 @@ class Metrics:
             ["reason", "by"],
             registry=r,
         )
+        self.calls_refused = Counter(
+            "exotel_calls_refused",
+            "Streams refused before a call started, by reason",
+            ["reason"],
+            registry=r,
+        )
         self.inbound_rejected = Counter(
             "exotel_inbound_rejected",
             "Inbound messages dropped, by reason",

@@ -56,6 +56,7 @@ class Runtime:
     keep_finished: int = 0  # how many ended sessions to keep for inspection (tests)
     _release: asyncio.TimerHandle | None = None
     _releasing: asyncio.Task | None = None
+    admitted: int = 0  # streams accepted and not yet ended, handshake included
     memory_releases: int = 0  # times memory was given back after the last call ended
 
     @classmethod
@@ -76,6 +77,12 @@ class Runtime:
     @property
     def active_calls(self) -> int:
         return len(self.calls)
+
+    @property
+    def at_capacity(self) -> bool:
+        """As many streams admitted (handshaking or live) as ``bot_max_calls`` allows."""
+        limit = self.settings.bot_max_calls
+        return limit > 0 and self.admitted >= limit
 
     async def drain(self, drain_secs: float, goodbye_wait_secs: float = 15.0) -> None:
         """Stop taking calls; let live ones finish, then end the rest with the goodbye."""
@@ -99,6 +106,13 @@ class Runtime:
 
     async def run_call(self, websocket: WebSocket, sample_rate: int) -> None:
         """Handshake, then run the call to its end. Never raises."""
+        self.admitted += 1
+        try:
+            await self._handshake_and_run(websocket, sample_rate)
+        finally:
+            self.admitted -= 1
+
+    async def _handshake_and_run(self, websocket: WebSocket, sample_rate: int) -> None:
         info = await read_handshake(websocket, sample_rate, self.settings.handshake_timeout_secs)
         if info is None:
             await _close_quietly(websocket)

@@ -45,8 +45,12 @@ class StreamUrl(BaseModel):
 
 
 class Health(BaseModel):
-    status: str = Field(description='"ok", or "draining" while shutting down (HTTP 503).')
+    status: str = Field(
+        description='"ok"; "full" at the call limit (new streams are refused, still HTTP '
+        '200: the process is healthy); "draining" while shutting down (HTTP 503).'
+    )
     active_calls: int
+    max_calls: int = Field(description="BOT_MAX_CALLS; 0 = no limit.")
     providers: dict[str, str]
 
 
@@ -131,6 +135,16 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             return
         if rt().draining:
             logger.warning("refused a stream: shutting down")
+            rt().metrics.calls_refused.labels(reason="draining").inc()
+            await websocket.close(code=status.WS_1013_TRY_AGAIN_LATER)
+            return
+        if rt().at_capacity:
+            # One call too many slows every call in the process (bench/capacity.py).
+            logger.warning(
+                f"refused a stream: {rt().admitted} calls already, the limit "
+                f"(BOT_MAX_CALLS) is {rt().settings.bot_max_calls}; add an instance"
+            )
+            rt().metrics.calls_refused.labels(reason="full").inc()
             await websocket.close(code=status.WS_1013_TRY_AGAIN_LATER)
             return
         params = websocket.query_params
@@ -195,8 +209,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         """Liveness and readiness: 503 while draining so the router sends no new calls."""
         runtime = rt()
         body = Health(
-            status="draining" if runtime.draining else "ok",
+            status="draining" if runtime.draining else "full" if runtime.at_capacity else "ok",
             active_calls=runtime.active_calls,
+            max_calls=runtime.settings.bot_max_calls,
             providers={
                 "stt": runtime.choice.stt.name,
                 "llm": runtime.choice.llm.name,

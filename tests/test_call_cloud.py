@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 import pytest
+import websockets
 
 from bot.fakes import FakeCartesia, FakeDeepgram, FakeOpenAI, FakeProviders, ToolCall
 from bot.simulator import (
@@ -129,3 +131,28 @@ async def test_llm_ends_the_call_even_when_the_goodbye_is_interrupted(fakes):
     assert session.end_reason == "llm called end_call" and session.hung_up_by == "bot"
     assert len(rec.clears) == 1 and rec.violations == []
     assert rec.utterances[-1].played_secs > 0.5  # the last words were heard before the close
+
+
+async def test_streams_past_the_call_limit_are_refused_until_a_call_ends(fakes):
+    async with bot_on_fakes(fakes, bot_max_calls=1) as (url, runtime):
+        first = ExotelSimulator(CallConfig(url=url, wait_timeout=10))
+        call = asyncio.create_task(first.run([WaitForBot(gap=0.2), Say(tone(0.8)), Hangup()]))
+        while runtime.active_calls == 0:
+            await asyncio.sleep(0.02)
+        health_url = url.replace("ws://", "http://").replace("/exotel/ws", "/healthz")
+        async with httpx.AsyncClient() as client:
+            health = (await client.get(health_url)).json()
+        assert health["status"] == "full" and health["max_calls"] == 1
+        # Refused on the upgrade, before any pipeline exists: Exotel sees the stream fail.
+        with pytest.raises(websockets.InvalidStatus):
+            async with websockets.connect(url):
+                pass
+        await call
+        while runtime.admitted:
+            await asyncio.sleep(0.02)
+        again = await ExotelSimulator(CallConfig(url=url, wait_timeout=10)).run(
+            [WaitForBot(gap=0.2), Hangup()]
+        )
+    assert again.media_sizes  # the slot came back: the next call was answered
+    refused = runtime.metrics.calls_refused.labels(reason="full")._value.get()
+    assert refused == 1
