@@ -74,6 +74,7 @@ from common import (  # noqa: E402
     pct_core,
     place_call,
     plateau,
+    print_goals_table,
     print_table,
     pyspy_record,
     quiet_logs,
@@ -549,19 +550,7 @@ def _fmt_opt(value: Any, fmt: Any) -> str:
 
 
 def print_goals(items: list[dict[str, Any]], steps: list[Step]) -> None:
-    if items:
-        rows = [
-            [
-                g["goal"], g["ours"] or "-", {True: "yes", False: "NO", None: "-"}[g["met"]],
-                g["stock"], g["ours/stock"], g["tuned"], g["ours/tuned"],
-            ]
-            for g in items
-        ]  # fmt: skip
-        print_table(
-            "goals (ours)",
-            ["goal", "ours", "met", "stock", "ours/stock", "tuned", "ours/tuned"],
-            rows,
-        )
+    print_goals_table(items)
     print("\nwhere it breaks:")
     for bot in dict.fromkeys(s.bot for s in steps):
         n, reasons = breaks_at(steps, bot)

@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any, Self, TypeVar
 
 import httpx
 import numpy as np
@@ -186,6 +186,7 @@ class BotSpec:
             BOT_TTS="cartesia",
             LOG_LEVEL=os.environ.get("BENCH_BOT_LOG_LEVEL", "WARNING"),
             SHUTDOWN_DRAIN_SECS="0",
+            BOT_MAX_CALLS="0",  # measure the process past its call limit: where it breaks
             PYTHONUNBUFFERED="1",
         )
         return env
@@ -619,7 +620,26 @@ class Sample:
     main_cpu: float = 0.0  # the main thread's share of ``cpu``: the asyncio event loop
 
 
-class ResourceSampler:
+class _Background:
+    """An async context manager that runs ``_run`` as a task while the block runs."""
+
+    _task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._task
+
+
+class ResourceSampler(_Background):
     """Samples CPU time and RSS of some processes every ``interval`` seconds, in the
     background, so windows (idle, load, after) can be cut out afterwards."""
 
@@ -647,15 +667,8 @@ class ResourceSampler:
             self.sample()
             await asyncio.sleep(self.interval)
 
-    async def __aenter__(self) -> ResourceSampler:
-        self._task = asyncio.create_task(self._run())
-        return self
-
     async def __aexit__(self, *exc_info: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._task
+        await super().__aexit__(*exc_info)
         self.sample()
 
     def window(self, name: str, t0: float, t1: float) -> list[Sample]:
@@ -700,7 +713,7 @@ class ResourceSampler:
         return self.samples[name][-1].rss if self.samples[name] else None
 
 
-class LoopLag:
+class LoopLag(_Background):
     """How late this process's event loop wakes up: a 50 ms sleep, measured, forever.
 
     The simulators time every message on arrival, so a busy load generator would show up as
@@ -718,16 +731,6 @@ class LoopLag:
             await asyncio.sleep(self.period)
             now = time.monotonic()
             self.samples.append((now, max(0.0, now - before - self.period)))
-
-    async def __aenter__(self) -> LoopLag:
-        self._task = asyncio.create_task(self._run())
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._task
 
     def lags(self, t0: float, t1: float) -> list[float]:
         return [lag for t, lag in self.samples if t0 <= t <= t1]
@@ -791,6 +794,22 @@ def pct_core(value: float | None) -> str:
 
 def mb(value: float | None) -> str:
     return "-" if value is None else f"{value / 1e6:.1f}"
+
+
+def print_goals_table(items: list[dict[str, Any]]) -> None:
+    """The goals, each measured for ours with its ratio to the stock and tuned anchors."""
+    if not items:
+        return
+    rows = [
+        [
+            g["goal"], g["ours"] or "-", {True: "yes", False: "NO", None: "-"}[g["met"]],
+            g["stock"], g["ours/stock"], g["tuned"], g["ours/tuned"],
+        ]
+        for g in items
+    ]  # fmt: skip
+    print_table(
+        "goals (ours)", ["goal", "ours", "met", "stock", "ours/stock", "tuned", "ours/tuned"], rows
+    )
 
 
 def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:

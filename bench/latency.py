@@ -61,6 +61,7 @@ from common import (  # noqa: E402
     parse_bots,
     parse_floats,
     pct,
+    print_goals_table,
     print_table,
     quiet_logs,
     ratio,
@@ -512,21 +513,6 @@ def goals(results: list[Result]) -> list[dict[str, Any]]:
     return out
 
 
-def print_goals(items: list[dict[str, Any]]) -> None:
-    if not items:
-        return
-    rows = [
-        [
-            g["goal"], g["ours"] or "-", {True: "yes", False: "NO", None: "-"}[g["met"]],
-            g["stock"], g["ours/stock"], g["tuned"], g["ours/tuned"],
-        ]
-        for g in items
-    ]  # fmt: skip
-    print_table(
-        "goals (ours)", ["goal", "ours", "met", "stock", "ours/stock", "tuned", "ours/tuned"], rows
-    )
-
-
 async def main(args: argparse.Namespace) -> None:
     quiet_logs(args.log_level)
     started = time.monotonic()
@@ -550,7 +536,7 @@ async def main(args: argparse.Namespace) -> None:
             results += await measure_bot(bot, fakes, clocks, scripts, args)
             write_json(Path(args.out), payload(args, results, started))
     print_results(results)
-    print_goals(goals(results))
+    print_goals_table(goals(results))
     write_json(Path(args.out), payload(args, results, started))
     print(f"\nwrote {args.out} ({time.monotonic() - started:.0f} s)")
 
