@@ -12,9 +12,11 @@ from bot.logs import setup_logging
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from bot.memory import limit_malloc_arenas
     from bot.records import configured_secrets
     from bot.server import run_server
 
+    limit_malloc_arenas()
     settings = load_settings(args.config)
     setup_logging(settings.log_level, settings.log_format, configured_secrets(settings))
     port = args.port or int(os.environ.get("PORT") or settings.port)
