@@ -49,6 +49,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from loguru import logger
+from starlette.requests import ClientDisconnect
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
@@ -870,6 +871,9 @@ class FakeOpenAI(_FakeServer):
             return error
         try:
             body = await request.json()
+        except ClientDisconnect:
+            # The client gave up while sending (a cancelled request): nobody to answer.
+            return Response(status_code=499)
         except ValueError:
             body = None
         if not isinstance(body, dict) or "model" not in body or "messages" not in body:
