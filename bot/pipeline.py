@@ -32,6 +32,7 @@ from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from bot.providers import ProviderChoice, ProviderContext
 from bot.transport import ExotelTransport
+from bot.turns import SpeculativeSpeechTimeoutStopStrategy
 from bot.vad import SharedSileroVADAnalyzer
 
 END_CALL_TOOL = FunctionSchema(
@@ -118,9 +119,11 @@ def build_call_pipeline(
             user_turn_strategies=UserTurnStrategies(
                 start=[VADUserTurnStartStrategy(), TranscriptionUserTurnStartStrategy()],
                 stop=[
-                    SpeechTimeoutUserTurnStopStrategy(
-                        user_speech_timeout=s.turn_speech_timeout_secs
-                    )
+                    (
+                        SpeculativeSpeechTimeoutStopStrategy
+                        if s.turn_speculative
+                        else SpeechTimeoutUserTurnStopStrategy
+                    )(user_speech_timeout=s.turn_speech_timeout_secs)
                 ],
             ),
         ),

@@ -110,7 +110,9 @@ async def test_llm_ends_the_call_even_when_the_goodbye_is_interrupted(fakes):
     # talks over it (which cancels the LLM's task that called end_call); the bot answers and
     # still hangs up once its last words have been heard.
     fakes.deepgram.add_transcripts("that's all", "oh and thanks")
-    fakes.openai.add_replies(ToolCall("end_call", {}), "You are welcome. Bye!")
+    # Replies by question, not by request: the bot asks early and may ask again (bot.turns).
+    replies = {"that's all": ToolCall("end_call", {}), "oh and thanks": "You are welcome. Bye!"}
+    fakes.openai.responder = lambda messages, _tools: replies[messages[-1]["content"]]
     async with bot_on_fakes(
         fakes, goodbye="Thank you for calling, have a lovely day. Goodbye!"
     ) as (

@@ -1,0 +1,72 @@
+"""Turn ends with the LLM asked early (bot.turns): the answer is held until the turn really
+ends, and dropped when the caller goes on after a pause."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bot.fakes import FakeCartesia, FakeDeepgram, FakeOpenAI, FakeProviders
+from bot.simulator import CallConfig, ExotelSimulator, Hangup, Say, WaitForBot
+from tests.helpers import bot_on_fakes, tone
+
+LLM_FIRST_TOKEN = 1.0
+SPEECH_TIMEOUT = 1.0  # long, so a pause inside it is clearly "the caller goes on"
+VAD_STOP = 0.2  # the EnergyVAD the tests use
+
+
+@pytest.fixture
+async def fakes():
+    providers = FakeProviders(
+        deepgram=FakeDeepgram(finalize_latency=0.05),
+        openai=FakeOpenAI(first_token_latency=LLM_FIRST_TOKEN),
+        cartesia=FakeCartesia(first_audio_latency=0.05, seconds_per_word=0.2),
+    )
+    async with providers:
+        yield providers
+
+
+async def call(fakes: FakeProviders, question: np.ndarray, **settings):
+    async with bot_on_fakes(
+        fakes, turn_speech_timeout_secs=SPEECH_TIMEOUT, bot_greeting="Hi.", **settings
+    ) as (url, _runtime):
+        sim = ExotelSimulator(CallConfig(url=url, wait_timeout=15))
+        return await sim.run([WaitForBot(gap=0.2), Say(question), WaitForBot(gap=0.5), Hangup()])
+
+
+@pytest.mark.parametrize("speculative", [True, False])
+async def test_the_llm_works_while_the_turn_waits(fakes, speculative):
+    fakes.deepgram.add_transcripts("what are your opening hours")
+    fakes.openai.add_replies("Nine to six.")
+    rec = await call(fakes, tone(0.8), turn_speculative=speculative)
+
+    assert len(fakes.openai.requests) == 1  # kept, not asked twice
+    latency = rec.turns[0].latency_secs
+    assert latency is not None
+    # Asked only at the turn end, the answer cannot come before VAD stop + the speech
+    # timeout + the LLM's first token; asked at the VAD stop, it comes well before that.
+    waited = VAD_STOP + SPEECH_TIMEOUT + LLM_FIRST_TOKEN
+    if speculative:
+        assert latency < waited - 0.5
+    else:
+        assert latency >= waited
+    # Never before the turn has ended: the caller may still go on until then.
+    assert latency >= VAD_STOP + SPEECH_TIMEOUT
+
+
+async def test_a_pause_inside_the_turn_drops_the_early_answer(fakes):
+    fakes.deepgram.add_transcripts("I would like", "a table for two")
+    fakes.openai.add_replies("Early guess.", "A table for two, done.")
+    # 0.5 s of silence: the VAD stops and the LLM is asked, but the caller goes on.
+    question = np.concatenate([tone(0.6), np.zeros(4000, np.int16), tone(0.6)])
+    rec = await call(fakes, question)
+
+    assert rec.violations == []
+    assert len(fakes.openai.requests) == 2  # the guess, then the whole turn
+    guess, answer = (r["messages"][-1]["content"] for r in fakes.openai.requests)
+    assert guess == "I would like"
+    assert "I would like" in answer and "a table for two" in answer
+    # One answer heard, after the whole question; nothing during the pause.
+    turn = rec.turns[0]
+    assert turn.latency_secs is not None and turn.latency_secs >= VAD_STOP + SPEECH_TIMEOUT
+    assert turn.bot_audio_after_onset_secs == 0.0
