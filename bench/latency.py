@@ -17,8 +17,9 @@ Per bot and LLM latency it prints (times are medians unless marked):
   request) and turn end -> answer audio; and end of speech -> first bot audio of any kind;
 * turn end -> holding phrase: bot audio heard before the answer (none unless the bot plays
   holding phrases);
-* mid-sentence pauses: turns ended early (an LLM request while the caller was still
-  speaking) and bot audio heard over the caller;
+* mid-sentence pauses: turns ended early (the bot committed to answering while the caller
+  was still speaking: the first half became a user turn of its own; a withdrawn speculative
+  request does not count) and bot audio heard over the caller;
 * barge-in: caller speech onset -> ``clear``, and bot audio heard after the onset.
 
 Then the goals for ours, each with its ratio to stock and tuned from this run.
@@ -98,15 +99,31 @@ EPSILON = 1e-6
 
 class RequestClock:
     """The fake LLM's responder: answers every request the same and notes when it came
-    (the bot's turn end, give or take the HTTP request's own few milliseconds)."""
+    (the bot's turn end, give or take the HTTP request's own few milliseconds; for a bot
+    that asks at the VAD stop, its VAD stop) and what the caller's last message was."""
 
     def __init__(self, reply: str) -> None:
         self.reply = reply
         self.times: list[float] = []
+        self.asked: list[str] = []  # the last user message of each request
+        self.committed: set[str] = set()  # user messages a later request kept in its history
 
-    def __call__(self, _messages: list, _tools: list | None) -> str:
+    def __call__(self, messages: list, _tools: list | None) -> str:
         self.times.append(time.monotonic())
+        users = [str(m.get("content")) for m in messages if m.get("role") == "user"]
+        self.asked.append(users[-1] if users else "")
+        self.committed.update(users[:-1])
         return self.reply
+
+    def committed_at(self, t0: float, t1: float) -> list[float]:
+        """Times of requests in [t0, t1) whose question the bot committed to: it stayed in
+        the conversation as a user turn of its own. A speculative request the bot withdrew
+        (the caller went on) is not: its words come back joined to the rest of the turn."""
+        return [
+            t
+            for t, asked in zip(self.times, self.asked, strict=True)
+            if t0 <= t < t1 and asked in self.committed
+        ]
 
 
 class FinalizeClock:
@@ -118,7 +135,8 @@ class FinalizeClock:
 
     def __call__(self, segment: bytes, sample_rate: int) -> str:
         self.times.append(time.monotonic())
-        return f"caller said {len(segment) / (2 * sample_rate):.1f} seconds"
+        # Numbered, so two segments of one length are still two different messages.
+        return f"segment {len(self.times)}: {len(segment) / (2 * sample_rate):.1f} seconds"
 
 
 @dataclass
@@ -227,6 +245,9 @@ def analyse_call(rec: CallRecording, t0: float, clocks: Clocks, ctx: CallContext
     """Join the simulator's turns with the VAD stops and LLM requests (moved onto the call
     timeline) and with where the answer's audio starts."""
     asked = _on_timeline(clocks.llm.times, t0, rec.duration_secs)
+    committed = _on_timeline(
+        clocks.llm.committed_at(t0, t0 + rec.duration_secs + 1), t0, rec.duration_secs
+    )
     stops = _on_timeline(clocks.stt.times, t0, rec.duration_secs)
     starts = _answer_starts(rec, ctx.signature)
     rows = []
@@ -240,7 +261,7 @@ def analyse_call(rec: CallRecording, t0: float, clocks: Clocks, ctx: CallContext
             row.clear_latency = turn.clear_latency_secs
             row.audio_after_onset = turn.bot_audio_after_onset_secs
         if row.onset is not None and row.eos is not None:
-            _add_requests(row, asked, nxt)
+            _add_requests(row, asked, committed, nxt)
             _add_vad_stop(row, stops, nxt)
             _add_audio(row, rec, turn.first_bot_audio, nxt, starts, ctx.llm)
         rows.append(row)
@@ -290,9 +311,11 @@ def _answer_starts(rec: CallRecording, signature: np.ndarray) -> list[float]:
     return out
 
 
-def _add_requests(row: TurnRow, asked: list[float], nxt: float) -> None:
+def _add_requests(row: TurnRow, asked: list[float], committed: list[float], nxt: float) -> None:
+    """Early = the bot committed to a turn (not a withdrawn guess) while the caller spoke;
+    turn_detect = the first LLM request after the end of speech."""
     assert row.onset is not None and row.eos is not None
-    inside = [t for t in asked if row.onset < t < row.eos - EARLY_MARGIN_SECS]
+    inside = [t for t in committed if row.onset < t < row.eos - EARLY_MARGIN_SECS]
     row.early_requests = len(inside)
     row.early_at = [round(t - row.onset, 3) for t in inside]
     after = [t for t in asked if row.eos - EARLY_MARGIN_SECS <= t < nxt]
@@ -457,7 +480,8 @@ def print_results(results: list[Result]) -> None:
         print(f"  {r.bot:<6} llm {r.llm:.1f} s: {r.floor.describe()}")
     print(
         "  overhead = eos>answer p50 - floor (includes ~50 ms mean of 100 ms inbound framing);"
-        "\n  vad stop = the bot's STT Finalize; turn end = its LLM request; the three middle"
+        "\n  vad stop = the bot's STT Finalize; turn end = its LLM request (ours asks at the VAD"
+        "\n  stop and holds the answer until the turn ends); the three middle"
         "\n  columns add up to eos>answer; a hold is bot audio heard before the answer"
     )
 
