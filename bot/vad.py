@@ -16,10 +16,10 @@ Pipecat applies next to the model's confidence:
   the volume needs ~6 windows (~190 ms) to climb over the floor at speech onset, and every
   barge-in was heard that much later. The floor still rejects quiet speech and line noise.
 
-Pipecat's BS.1770 loudness of the last 400 ms costs more than the model's cheap cousin: a
-plain mean square over the same window bounds it from above (the K-weighting lifts no
-frequency by more than 4.25 dB), so the loudness is only computed when the bound reaches the
-floor.
+Measuring the volume is itself a cost: Pipecat computes BS.1770 loudness over the last
+400 ms for every 32 ms window. A plain mean square over the same window bounds it from above
+(the K-weighting lifts no frequency by more than 4.25 dB), so the loudness is only computed
+when the bound reaches the floor.
 """
 
 from __future__ import annotations
