@@ -146,10 +146,15 @@ def build_call_pipeline(
         params=PipelineParams(
             audio_in_sample_rate=ctx.in_rate,
             audio_out_sample_rate=ctx.out_rate,
+            # TTFB per provider feeds the records and /metrics; usage (tokens, characters)
+            # is read by nothing here, and every MetricsFrame travels the whole pipeline.
             enable_metrics=True,
-            enable_usage_metrics=True,
+            enable_usage_metrics=False,
         ),
         enable_rtvi=False,
+        # The call's observer (bot.records) tracks turns; Pipecat's own turn tracker would
+        # be a second observer queue fed every frame push of the call.
+        enable_turn_tracking=False,
         # The call controller owns idle handling (prompt, then goodbye); Pipecat's 5-minute
         # idle cancel would cut a silent caller without a word.
         idle_timeout_secs=None,
