@@ -573,18 +573,16 @@ def print_profiles(steps: list[Step]) -> None:
         busy = p["samples"] - p["idle_samples"]
         print(f"\nprofile {s.bot} N={s.calls}: {busy} busy samples of {p['samples']} ({p['file']})")
         print("  busy samples by thread: " + ", ".join(f"{n} {v}%" for n, v in p["threads"]))
-        print("  self time (% of busy samples):")
-        for name, share in p["self"][:12]:
-            print(f"    {share:5.1f}  {name}")
-        print("  self time on the event loop (MainThread):")
-        for name, share in p["event_loop_self"][:10]:
-            print(f"    {share:5.1f}  {name}")
-        print("  by package of the leaf frame:")
-        for name, share in p["packages"][:8]:
-            print(f"    {share:5.1f}  {name}")
-        print("  framework functions (inclusive):")
-        for name, share in p["inclusive"][:16]:
-            print(f"    {share:5.1f}  {name}")
+        _print_shares("self time (% of busy samples)", p["self"][:12])
+        _print_shares("self time on the event loop (MainThread)", p["event_loop_self"][:10])
+        _print_shares("by package of the leaf frame", p["packages"][:8])
+        _print_shares("framework functions (inclusive)", p["inclusive"][:16])
+
+
+def _print_shares(title: str, rows: list[tuple[str, float]]) -> None:
+    print(f"  {title}:")
+    for name, share in rows:
+        print(f"    {share:5.1f}  {name}")
 
 
 # --------------------------------------------------------------------------------------------
