@@ -263,12 +263,15 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
             return
         if sender._audio_queue.has_frame(OutputAudioRawFrame):
             return  # the next chunk is already on its way
+        # What MediaSender._enqueue_audio_chunk does, but without its await: from this
+        # callback an awaited put could land behind audio the TTS delivers meanwhile.
         audio, uninterruptible = sender._take_audio_chunk()
         frame = sender._audio_buffer_cls(
             audio + bytes(self.audio_chunk_size - len(audio)),
             sample_rate=self.sample_rate,
             num_channels=1,
         )
+        frame.transport_destination = sender._destination
         frame.interruptible = not uninterruptible
         sender._audio_queue.put_nowait(frame)
         self.dry_flushes += 1
