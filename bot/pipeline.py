@@ -45,6 +45,11 @@ END_CALL_TOOL = FunctionSchema(
     required=[],
 )
 
+# While the caller speaks, Pipecat's VAD controller broadcasts a UserSpeakingFrame every 0.2 s
+# both ways through the pipeline; nothing in a call reads it (the worker's idle cancel is
+# off). A slower tick keeps it for anyone who adds a processor that does.
+USER_SPEAKING_TICK_SECS = 1.0
+
 
 class CallerAudioEndsHere(LLMUserAggregator):
     """Pipecat's user aggregator, except that the caller's audio goes no further.
@@ -131,6 +136,8 @@ def build_call_pipeline(
     # The pair builds its own user aggregator and wires the assistant half to it; changing
     # the class (it adds no state) keeps that wiring.
     aggregators.user().__class__ = CallerAudioEndsHere
+    if aggregators.user()._vad_controller is not None:
+        aggregators.user()._vad_controller._speech_activity_period = USER_SPEAKING_TICK_SECS
     processors = [
         transport.input(),
         stt,  # before the aggregator: it consumes transcripts (offline-models §7.4)

@@ -56,6 +56,10 @@ from serializers.exotel import (
 PLAYOUT_MARGIN_SECS = 1.0
 # How long before Exotel runs dry a held partial chunk is sent: loop lag plus the network.
 DRY_GUARD_SECS = 0.08
+# Pipecat broadcasts a BotSpeakingFrame up and down the whole pipeline every 0.2 s of bot
+# audio. Nothing in a call reads it (the worker's idle cancel is off), yet it was a tenth of
+# a call's frame hops; a slower tick keeps it for anyone who adds a processor that does.
+BOT_SPEAKING_TICK_SECS = 1.0
 
 
 class ExotelParams(FastAPIWebsocketParams):
@@ -284,8 +288,10 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self, frame: StartFrame) -> None:
-        await super().start(frame)
+        await super().start(frame)  # creates the media senders
         self._play_until = 0.0
+        for sender in self._media_senders.values():
+            sender._bot_speaking_frame_period = BOT_SPEAKING_TICK_SECS
 
     async def cleanup(self) -> None:
         self._cancel_dry_timer()

@@ -7,12 +7,15 @@ wants: a 10 s utterance in odd-sized TTS frames, a DTMF tone, raw audio pushed l
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 
 import pytest
 from fastapi import FastAPI, WebSocket
 from pipecat.audio.dtmf.types import KeypadEntry
 from pipecat.frames.frames import (
+    BotSpeakingFrame,
     EndFrame,
+    Frame,
     OutputAudioRawFrame,
     OutputDTMFUrgentFrame,
     TTSAudioRawFrame,
@@ -21,6 +24,7 @@ from pipecat.frames.frames import (
 )
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.workers.runner import WorkerRunner
 
 from bot.call import read_handshake
@@ -39,6 +43,19 @@ def utterance(secs: float, rate: int, piece: int = 1234) -> list:
     return [*frames, TTSStoppedFrame(context_id="u")]
 
 
+class Tally(FrameProcessor):
+    """Counts the frames that come out of the output transport, by type."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: Counter[type] = Counter()
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        self.counts[type(frame)] += 1
+        await self.push_frame(frame, direction)
+
+
 def bot_app(script, results: dict) -> FastAPI:
     """A bot that plays `script(rate)` (frames, or floats = pauses) then ends the call."""
     app = FastAPI()
@@ -50,8 +67,9 @@ def bot_app(script, results: dict) -> FastAPI:
         info = await read_handshake(websocket, rate, 5)
         serializer = ExotelFrameSerializer(info.stream_sid, sample_rate=rate)
         transport = ExotelTransport(websocket, serializer)
+        tally = Tally()
         worker = PipelineWorker(
-            Pipeline([transport.input(), transport.output()]),
+            Pipeline([transport.input(), transport.output(), tally]),
             params=PipelineParams(audio_in_sample_rate=rate, audio_out_sample_rate=rate),
             enable_rtvi=False,
             idle_timeout_secs=None,
@@ -73,6 +91,7 @@ def bot_app(script, results: dict) -> FastAPI:
         await runner.add_workers(worker)
         await runner.run()
         results["output"] = transport.output()
+        results["after_output"] = tally.counts
 
     return app
 
@@ -82,7 +101,7 @@ async def call_bot(script, rate: int):
     async with serving(bot_app(script, results)) as base:
         url = base.replace("http", "ws") + f"/exotel/ws?sample-rate={rate}"
         rec = await ExotelSimulator(CallConfig(url=url)).run([WaitForBotHangup(timeout=30)])
-    return rec, results["output"]
+    return rec, results["output"], results["after_output"]
 
 
 def test_compliant_chunks_pad_and_split():
@@ -114,7 +133,7 @@ async def test_ten_second_utterance_then_dtmf_then_late_audio(rate):
             OutputAudioRawFrame(tone(0.077, r).tobytes(), r, 1),  # 77 ms: not a chunk size
         ]
 
-    rec, output = await call_bot(script, rate)
+    rec, output, after_output = await call_bot(script, rate)
     rule = chunk_rule(rate)
     assert rec.violations == []
     assert rec.media_sizes and all(rule.is_compliant(n) for n in rec.media_sizes)
@@ -125,6 +144,8 @@ async def test_ten_second_utterance_then_dtmf_then_late_audio(rate):
     # Paced at real time: never more than the lead plus one chunk queued at Exotel.
     assert rec.max_lead_secs <= 0.2 + rule.min_secs + 0.05
     assert rec.underruns == []
+    # The speaking tick nobody reads comes about once a second, not five times.
+    assert 5 <= after_output[BotSpeakingFrame] <= 12
     # One mark after the utterance, echoed once it had played.
     assert len(rec.marks) == 1 and rec.marks[0].echoed_at is not None
     # The socket closed only after the last audio had played at Exotel.
@@ -146,7 +167,7 @@ async def test_short_first_sentence_is_flushed_before_exotel_runs_dry():
         first, second = utterance(0.3, r), utterance(1.0, r)
         return [*first[:-1], 0.3, *second[1:]]
 
-    rec, output = await call_bot(script, 8000)
+    rec, output, _ = await call_bot(script, 8000)
     assert rec.violations == [] and rec.underruns == []
     assert output.dry_flushes == 1
     # 0.3 s = one chunk plus a padded one; 1.0 s = five chunks (no tail).
