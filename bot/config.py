@@ -83,6 +83,8 @@ class Settings(BaseSettings):
     vad_stop_secs: float = Field(0.2, gt=0, le=2)
     vad_confidence: float = Field(0.7, gt=0, le=1)
     turn_speech_timeout_secs: float = Field(0.3, ge=0, le=5)
+    # The wait instead when the words stop mid-sentence (English only, bot.turns).
+    turn_unfinished_timeout_secs: float = Field(1.2, ge=0, le=5)
     # Ask the LLM at the VAD stop and hold its answer until the turn ends (bot.turns).
     turn_speculative: bool = True
 

@@ -27,12 +27,11 @@ from pipecat.turns.user_start import (
     TranscriptionUserTurnStartStrategy,
     VADUserTurnStartStrategy,
 )
-from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from bot.providers import ProviderChoice, ProviderContext
 from bot.transport import ExotelTransport
-from bot.turns import SpeculativeSpeechTimeoutStopStrategy
+from bot.turns import PatientSpeechTimeoutStopStrategy, SpeculativeSpeechTimeoutStopStrategy
 from bot.vad import SharedSileroVADAnalyzer
 
 END_CALL_TOOL = FunctionSchema(
@@ -127,8 +126,16 @@ def build_call_pipeline(
                     (
                         SpeculativeSpeechTimeoutStopStrategy
                         if s.turn_speculative
-                        else SpeechTimeoutUserTurnStopStrategy
-                    )(user_speech_timeout=s.turn_speech_timeout_secs)
+                        else PatientSpeechTimeoutStopStrategy
+                    )(
+                        user_speech_timeout=s.turn_speech_timeout_secs,
+                        # The words are read for English only (bot.turns).
+                        unfinished_timeout=(
+                            s.turn_unfinished_timeout_secs
+                            if s.bot_language.lower().startswith("en")
+                            else 0.0
+                        ),
+                    )
                 ],
             ),
         ),

@@ -10,9 +10,17 @@ that predict an end of turn): the LLM service's ``SpeculationGate`` holds the an
 the turn really ends, and the answer is dropped if the caller speaks again or the words
 changed. Turns end exactly when they did; only the LLM's own latency is hidden behind the
 window. A dropped guess costs the tokens of a cancelled request.
+
+Silence alone cannot tell a finished question from a pause for thought, so the words are
+read too: when the transcript stops on a word an English sentence hardly ever ends on
+("...the delivery address to", "my order number is, um"), the turn waits
+``TURN_UNFINISHED_TIMEOUT_SECS`` instead, and nothing is guessed meanwhile.
 """
 
 from __future__ import annotations
+
+import re
+import time
 
 from pipecat.frames.frames import (
     EagerEndOfTurnCancelFrame,
@@ -23,9 +31,86 @@ from pipecat.frames.frames import (
 from pipecat.turns.types import ProcessFrameResult, UserTurnSpeculation
 from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy
 
+# Words a spoken English sentence hardly ever ends on: articles, conjunctions, possessives,
+# prepositions that are not also verb particles ("log in", "sign up" end sentences), fillers.
+UNFINISHED_LAST_WORDS = frozenset(
+    """a an the and but or nor because my your our their its to of from for with at into
+    onto um umm uh uhm erm er""".split()
+)
+_WORDS = re.compile(r"[a-z']+")
 
-class SpeculativeSpeechTimeoutStopStrategy(SpeechTimeoutUserTurnStopStrategy):
-    """Pipecat's speech-timeout turn end, with the LLM asked at the VAD stop."""
+
+def sounds_unfinished(text: str) -> bool:
+    """The words stop mid-sentence: a trailing comma, dash or ellipsis, or a last word from
+    ``UNFINISHED_LAST_WORDS``. A question mark always finishes ("Where is it from?")."""
+    text = text.strip().lower()
+    if not text or text.endswith(("?", "!")):
+        return False
+    if text.endswith((",", "-", "…", "...")):
+        return True
+    words = _WORDS.findall(text)
+    return bool(words) and words[-1] in UNFINISHED_LAST_WORDS
+
+
+class PatientSpeechTimeoutStopStrategy(SpeechTimeoutUserTurnStopStrategy):
+    """Pipecat's speech-timeout turn end, waiting longer when the words stop mid-sentence.
+
+    The wait counts from the VAD stop either way, and is chosen again on each transcript:
+    later words that finish the sentence bring the turn end back to the normal timeout.
+    """
+
+    def __init__(self, *, unfinished_timeout: float = 0.0, **kwargs) -> None:
+        """``unfinished_timeout``: the wait after an unfinished-sounding transcript; at or
+        below ``user_speech_timeout`` the words are not read."""
+        super().__init__(**kwargs)
+        self._unfinished_timeout = unfinished_timeout
+        self._vad_stopped_at = 0.0
+        self._counted_stop = -1.0
+        self.waited_for_more = 0  # pauses judged unfinished
+
+    def _wait_for(self, text: str) -> float:
+        if self._unfinished_timeout > self._user_speech_timeout and sounds_unfinished(text):
+            return self._unfinished_timeout
+        return self._user_speech_timeout
+
+    @property
+    def _waiting_longer(self) -> bool:
+        return self._wait_for(self._text) > self._user_speech_timeout
+
+    async def _handle_vad_user_stopped_speaking(self, frame: VADUserStoppedSpeakingFrame) -> None:
+        self._vad_stopped_at = time.monotonic()
+        await super()._handle_vad_user_stopped_speaking(frame)
+        if self._transcript_finalized:  # the words came before the silence
+            await self._rewait(self._text)
+
+    async def _handle_transcription(self, frame: TranscriptionFrame) -> None:
+        if self._vad_stopped and not self._vad_user_speaking:
+            # Before the base class sees it: it ends the turn at once if the normal wait
+            # is already over.
+            await self._rewait(self._text + frame.text)
+        await super()._handle_transcription(frame)
+
+    async def _rewait(self, text: str) -> None:
+        """Restart the speech timer for what is left of the wait ``text`` calls for."""
+        wait = self._wait_for(text)
+        remaining = self._vad_stopped_at + wait - time.monotonic()
+        if self._user_speech_wait_done and remaining <= 0:
+            return
+        if wait > self._user_speech_timeout and self._counted_stop != self._vad_stopped_at:
+            self._counted_stop = self._vad_stopped_at
+            self.waited_for_more += 1
+        if self._user_speech_timeout_task:
+            await self.task_manager.cancel_task(self._user_speech_timeout_task)
+            self._user_speech_timeout_task = None
+        self._user_speech_wait_done = False
+        self._user_speech_timeout_task = self.task_manager.create_task(
+            self._user_speech_timeout_handler(max(0.0, remaining)),
+            f"{self}::_user_speech_timeout_handler",
+        )
+
+
+class SpeculativeSpeechTimeoutStopStrategy(PatientSpeechTimeoutStopStrategy):
+    """The patient speech-timeout turn end, with the LLM asked at the VAD stop."""
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -55,8 +140,8 @@ class SpeculativeSpeechTimeoutStopStrategy(SpeechTimeoutUserTurnStopStrategy):
             return  # already guessing, or the turn ends now anyway
         if not self._vad_stopped or self._vad_user_speaking or not self._stt_wait_done:
             return
-        if not self._text.strip():
-            return
+        if not self._text.strip() or self._waiting_longer:
+            return  # nothing to answer yet, or the caller is likely to go on
         self._speculation = UserTurnSpeculation(text=self._text)
         self.speculations += 1
         await self.trigger_user_turn_inference_triggered(speculation=self._speculation)

@@ -1,5 +1,5 @@
 """Turn ends with the LLM asked early (bot.turns): the answer is held until the turn really
-ends, and dropped when the caller goes on after a pause."""
+ends, and dropped when the caller goes on after a pause; unfinished words wait longer."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pytest
 
 from bot.fakes import FakeCartesia, FakeDeepgram, FakeOpenAI, FakeProviders
 from bot.simulator import CallConfig, ExotelSimulator, Hangup, Say, WaitForBot
+from bot.turns import sounds_unfinished
 from tests.helpers import bot_on_fakes, tone
 
 LLM_FIRST_TOKEN = 1.0
@@ -27,9 +28,8 @@ async def fakes():
 
 
 async def call(fakes: FakeProviders, question: np.ndarray, **settings):
-    async with bot_on_fakes(
-        fakes, turn_speech_timeout_secs=SPEECH_TIMEOUT, bot_greeting="Hi.", **settings
-    ) as (url, _runtime):
+    settings.setdefault("turn_speech_timeout_secs", SPEECH_TIMEOUT)
+    async with bot_on_fakes(fakes, bot_greeting="Hi.", **settings) as (url, _runtime):
         sim = ExotelSimulator(CallConfig(url=url, wait_timeout=15))
         return await sim.run([WaitForBot(gap=0.2), Say(question), WaitForBot(gap=0.5), Hangup()])
 
@@ -70,3 +70,44 @@ async def test_a_pause_inside_the_turn_drops_the_early_answer(fakes):
     turn = rec.turns[0]
     assert turn.latency_secs is not None and turn.latency_secs >= VAD_STOP + SPEECH_TIMEOUT
     assert turn.bot_audio_after_onset_secs == 0.0
+
+
+@pytest.mark.parametrize(
+    ("text", "unfinished"),
+    [
+        ("I would like to change the delivery address to", True),
+        ("my order number is, um", True),
+        ("I want to talk about my order and", True),
+        ("the refund for my", True),
+        ("I was calling about,", True),
+        ("What are your opening hours?", False),
+        ("Where is it from?", False),
+        ("I cannot log in", False),
+        ("Do you deliver to Bangalore", False),
+        ("", False),
+    ],
+)
+def test_sounds_unfinished(text, unfinished):
+    assert sounds_unfinished(text) is unfinished
+
+
+@pytest.mark.parametrize("first_words", ["I want to change the address to", "I want an address."])
+async def test_a_pause_after_unfinished_words_stays_inside_the_turn(fakes, first_words):
+    """0.7 s of silence is past the 0.2 s VAD stop + 0.3 s timeout; only the words tell the
+    pause apart from the end of the question."""
+    fakes.deepgram.add_transcripts(first_words, "my office in Pune.")
+    fakes.openai.add_replies("Noted.", "Changed to your office in Pune.")
+    question = np.concatenate([tone(0.6), np.zeros(5600, np.int16), tone(0.6)])
+    rec = await call(
+        fakes, question, turn_speech_timeout_secs=0.3, turn_unfinished_timeout_secs=1.2
+    )
+
+    asked = [r["messages"][-1]["content"] for r in fakes.openai.requests]
+    if sounds_unfinished(first_words):
+        # Not guessed on, not answered: one request, for the whole question.
+        assert len(asked) == 1 and "my office in Pune." in asked[0]
+        turn = rec.turns[0]
+        assert turn.latency_secs is not None and turn.bot_audio_after_onset_secs == 0.0
+    else:
+        # A finished sentence: the turn ends in the pause, as before.
+        assert asked[0] == first_words
