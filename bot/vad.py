@@ -12,9 +12,14 @@ Pipecat applies next to the model's confidence:
 * the volume is measured first, and a window below the floor skips the model: it could not
   count as speech whatever the model said, and on a phone line most windows are quiet (the
   caller listening), so this removes most of the VAD's CPU;
-* the smoothed volume rises at once and only falls smoothly. Pipecat smooths both ways, so
-  the volume needs ~6 windows (~190 ms) to climb over the floor at speech onset, and every
-  barge-in was heard that much later. The floor still rejects quiet speech and line noise.
+* the smoothed volume rises at once. Pipecat smooths both ways, so the volume needs ~6
+  windows (~190 ms) to climb over the floor at speech onset, and every barge-in was heard
+  that much later. The floor still rejects quiet speech and line noise;
+* a window that is itself under the floor is quiet, whatever the last 400 ms were. Pipecat's
+  volume is the loudness of the last 400 ms, so a finished sentence kept it over the floor
+  for ~65 ms after the last word, and every turn ended that much later than ``stop_secs``.
+  Now ``stop_secs`` means what it says, for pauses inside a sentence too (a 0.25 s pause
+  after a comma is now a VAD stop); the turn still waits its speech timeout after it.
 
 Measuring the volume is itself a cost: Pipecat computes BS.1770 loudness over the last
 400 ms for every 32 ms window. A plain mean square over the same window bounds it from above
@@ -141,23 +146,28 @@ class SharedSileroVADAnalyzer(SileroVADAnalyzer):
 
     def _fast_attack_volume(self, audio: bytes) -> float:
         self._volume_tracker.update(audio, self.sample_rate)
-        volume = self._loudness_upper_bound(audio)
+        energy = _energy(audio)
+        volume = self._loudness_upper_bound(energy)
         if volume >= self._params.min_volume:
             volume = self._volume_tracker.volume  # the real loudness, only when it matters
-        if volume >= self._prev_volume:
-            return volume
-        return exp_smoothing(volume, self._prev_volume, self._smoothing_factor)
+        if volume < self._prev_volume:
+            volume = exp_smoothing(volume, self._prev_volume, self._smoothing_factor)
+        # Fast release: this window's own level (a bound, so never below its loudness).
+        return min(volume, self._normalized_bound(energy, len(audio) // 2))
 
-    def _loudness_upper_bound(self, audio: bytes) -> float:
-        """Normalized like Pipecat's volume; never below the loudness of the same window."""
-        self._recent_energy.append(_energy(audio))
+    def _loudness_upper_bound(self, energy: float) -> float:
+        """Normalized like Pipecat's volume; never below the loudness of the last 400 ms.
+
+        ``energy`` is the newest window's; the windows kept span at least the tracker's
+        400 ms, so their energy is not less than the tracker's, and dividing by the
+        tracker's length keeps the result a bound."""
+        self._recent_energy.append(energy)
         return self._normalized_bound(sum(self._recent_energy))
 
-    def _normalized_bound(self, energy: float) -> float:
-        # The windows kept span at least the tracker's 400 ms, so their energy is not less
-        # than the tracker's; dividing by the tracker's length keeps the result a bound.
-        window_samples = VOLUME_WINDOW_SECS * self.sample_rate
-        mean_square = energy / (window_samples * 32768.0**2)
+    def _normalized_bound(self, energy: float, samples: float | None = None) -> float:
+        """The level of ``samples`` samples (default: the tracker's 400 ms) of this energy."""
+        samples = samples or VOLUME_WINDOW_SECS * self.sample_rate
+        mean_square = energy / (samples * 32768.0**2)
         if mean_square <= 0.0:
             return 0.0
         level = -0.691 + 10 * math.log10(K_WEIGHTING_MAX_GAIN * mean_square)
