@@ -45,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     BARGE_IN_LINE,
     PAUSE_AFTER,
+    PAUSED_HEAD_WORDS,
     PAUSED_LINE,
     QUESTIONS,
     RATE,
@@ -53,6 +54,7 @@ from common import (  # noqa: E402
     CallSummary,
     FakeLatencies,
     Floor,
+    SpokenWords,
     bot_process,
     caller_speech,
     conversation,
@@ -61,6 +63,7 @@ from common import (  # noqa: E402
     ms,
     parse_bots,
     parse_floats,
+    pause_cut,
     pct,
     print_goals_table,
     print_table,
@@ -127,16 +130,20 @@ class RequestClock:
 
 
 class FinalizeClock:
-    """The fake STT's transcriber: notes when each ``Finalize`` came. Pipecat's Deepgram
-    service sends one on every VADUserStoppedSpeakingFrame, so these are the bot's VAD stops."""
+    """The fake STT's transcriber: notes when each ``Finalize`` came (Pipecat's Deepgram
+    service sends one on every VADUserStoppedSpeakingFrame, so these are the bot's VAD
+    stops) and answers with the words the segment holds, as a real STT would."""
 
-    def __init__(self) -> None:
+    def __init__(self, words: SpokenWords) -> None:
         self.times: list[float] = []
+        self.words = words
 
     def __call__(self, segment: bytes, sample_rate: int) -> str:
         self.times.append(time.monotonic())
-        # Numbered, so two segments of one length are still two different messages.
-        return f"segment {len(self.times)}: {len(segment) / (2 * sample_rate):.1f} seconds"
+        n = len(self.times)
+        said = self.words(segment) or f"{len(segment) / (2 * sample_rate):.1f} seconds of sound"
+        # Numbered, so the same words in two calls are still two different messages.
+        return f"({n}) {said}"
 
 
 @dataclass
@@ -372,10 +379,19 @@ class Scripts:
     warmup: list
 
 
-def build_scripts(turns: int, pauses: list[float]) -> Scripts:
+def build_scripts(turns: int, pauses: list[float]) -> tuple[Scripts, SpokenWords]:
+    """The call's steps, and what the fake STT hears in them."""
     clips = caller_speech([*QUESTIONS, BARGE_IN_LINE, PAUSED_LINE, PAUSE_AFTER])
     questions = [clips[QUESTIONS[i % len(QUESTIONS)]] for i in range(turns)]
     sentence, head = clips[PAUSED_LINE], clips[PAUSE_AFTER]
+    words = SpokenWords()
+    for text in dict.fromkeys([*QUESTIONS[:turns], BARGE_IN_LINE]):
+        words.add((clips[text], text))
+    cut, said = pause_cut(sentence, head), PAUSED_LINE.split()
+    words.add(
+        (sentence[:cut], " ".join(said[:PAUSED_HEAD_WORDS])),
+        (sentence[cut:], " ".join(said[PAUSED_HEAD_WORDS:])),
+    )
     script = [WaitForBot(gap=0.4)]
     script += [Say(q, gap=0.8, label=f"turn {i + 1}") for i, q in enumerate(questions)]
     script += [
@@ -383,7 +399,7 @@ def build_scripts(turns: int, pauses: list[float]) -> Scripts:
     ]
     script += [BargeIn(clips[BARGE_IN_LINE], after_bot_start=1.0, label="barge-in")]
     script += [WaitForBot(gap=0.3, timeout=20.0), Hangup()]
-    return Scripts(script, conversation(questions[:1]))
+    return Scripts(script, conversation(questions[:1])), words
 
 
 async def one_call(url: str, script: list, timeout: float) -> tuple[ExotelSimulator, CallRecording]:
@@ -541,8 +557,8 @@ async def main(args: argparse.Namespace) -> None:
     quiet_logs(args.log_level)
     started = time.monotonic()
     base = FakeLatencies()
-    clocks = Clocks(RequestClock(base.reply), FinalizeClock())
-    scripts = build_scripts(args.turns, args.pauses)
+    scripts, words = build_scripts(args.turns, args.pauses)
+    clocks = Clocks(RequestClock(base.reply), FinalizeClock(words))
     fakes = FakeProviders(
         deepgram=FakeDeepgram(finalize_latency=base.stt_finalize, transcriber=clocks.stt),
         openai=FakeOpenAI(
