@@ -13,9 +13,10 @@ from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
 from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
 from pipecat.audio.vad.vad_analyzer import VADParams
 from pipecat.frames.frames import Frame, InputAudioRawFrame
-from pipecat.observers.base_observer import BaseObserver
+from pipecat.observers.base_observer import BaseObserver, FrameProcessed
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.pipeline.worker_observer import WorkerObserver
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.aggregators.llm_response_universal import (
     LLMContextAggregatorPair,
@@ -64,6 +65,23 @@ class CallerAudioEndsHere(LLMUserAggregator):
         if direction == FrameDirection.DOWNSTREAM and isinstance(frame, InputAudioRawFrame):
             return
         await super().push_frame(frame, direction)
+
+
+class PushesOnlyUnlessAsked(WorkerObserver):
+    """Pipecat's observer hub, except that processed frames go only to observers that read them.
+
+    The hub queues every frame a processor processes, as well as every frame it pushes, to
+    each observer's task. The call's observer (bot.records) reads pushes only, so the
+    processed half was a queue hop per frame per processor for nothing.
+    """
+
+    async def on_process_frame(self, data: FrameProcessed) -> None:
+        if any(_reads_processed_frames(o) for o in self._observers):
+            await super().on_process_frame(data)
+
+
+def _reads_processed_frames(observer: BaseObserver) -> bool:
+    return type(observer).on_process_frame is not BaseObserver.on_process_frame
 
 
 def pipeline_input_rate(call_rate: int) -> int:
@@ -174,4 +192,5 @@ def build_call_pipeline(
         idle_timeout_secs=None,
         observers=observers or [],
     )
+    worker._observer.__class__ = PushesOnlyUnlessAsked  # adds no state, like the swap above
     return CallPipeline(worker, context, aggregators, stt, llm, tts)
