@@ -27,6 +27,7 @@ from loguru import logger
 from pipecat.processors.frame_processor import FrameProcessor
 
 from bot.config import ConfigError, Settings
+from bot.tls import share_tls_in_deepgram_sdk, shared_tls_context
 
 Kind = Literal["stt", "llm", "tts"]
 EndCall = Callable[[str], Awaitable[None]]
@@ -107,6 +108,7 @@ def _secret(value: Any) -> str:
 def _deepgram(ctx: ProviderContext) -> FrameProcessor:
     from pipecat.services.deepgram.stt import DeepgramSTTService
 
+    share_tls_in_deepgram_sdk()
     s = ctx.settings
     return DeepgramSTTService(
         api_key=_secret(s.deepgram_api_key),
@@ -124,11 +126,31 @@ def _closing_openai_service() -> type:
     from pipecat.services.openai.llm import OpenAILLMService
 
     class ClosingOpenAILLMService(OpenAILLMService):
-        """OpenAILLMService that closes its HTTP client when the call ends.
+        """OpenAILLMService that closes its HTTP client when the call ends, and builds it on
+        the process's TLS context (bot.tls).
 
         Pipecat never closes it, so every call that made a request left a pooled
         connection open until the server dropped it (found by tests/test_hangups.py).
         """
+
+        def create_client(self, api_key=None, base_url=None, **kwargs):
+            # Pipecat's own create_client, with the shared TLS context.
+            from openai import AsyncOpenAI, DefaultAsyncHttpxClient
+            from pipecat.utils.http import connection_limits
+
+            return AsyncOpenAI(
+                api_key=api_key,
+                base_url=base_url,
+                organization=kwargs.get("organization"),
+                project=kwargs.get("project"),
+                http_client=DefaultAsyncHttpxClient(
+                    verify=shared_tls_context(),
+                    limits=connection_limits(
+                        max_keepalive_connections=100, max_connections=1000, keepalive_expiry=None
+                    ),
+                ),
+                default_headers=kwargs.get("default_headers"),
+            )
 
         async def cleanup(self) -> None:
             await super().cleanup()

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import ssl
+
 from pipecat.frames.frames import TextFrame
 from pipecat.observers.base_observer import BaseObserver, FrameProcessed, FramePushed
 from pipecat.pipeline.worker_observer import WorkerObserver
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
+from bot.config import Settings
 from bot.pipeline import PushesOnlyUnlessAsked
+from bot.providers import REGISTRY, ProviderContext
 
 
 class ReadsPushes(BaseObserver):
@@ -41,3 +45,26 @@ async def test_processed_frames_are_queued_only_for_observers_that_read_them():
     hub.add_observer(ReadsBoth())
     await hub.on_process_frame(data)
     assert queued == [data]
+
+
+def test_cloud_services_share_one_tls_context(monkeypatch):
+    """Loading the CA bundle takes ~22 ms of the event loop; a call start must not do it."""
+    settings = Settings(
+        deepgram_api_key="k",
+        openai_api_key="k",
+        deepgram_base_url="ws://127.0.0.1:9",
+        openai_base_url="http://127.0.0.1:9/v1",
+    )
+    ctx = ProviderContext(settings=settings, in_rate=8000, out_rate=8000)
+    services = [REGISTRY[("stt", "deepgram")], REGISTRY[("llm", "openai")]]
+    for provider in services:  # the first call may build the process's context
+        provider.factory(ctx)
+    built = []
+    real = ssl.create_default_context
+    monkeypatch.setattr(
+        ssl, "create_default_context", lambda *a, **k: built.append(1) or real(*a, **k)
+    )
+    for _ in range(3):
+        for provider in services:
+            provider.factory(ctx)
+    assert built == []
