@@ -65,8 +65,6 @@ class PatientSpeechTimeoutStopStrategy(SpeechTimeoutUserTurnStopStrategy):
         super().__init__(**kwargs)
         self._unfinished_timeout = unfinished_timeout
         self._vad_stopped_at = 0.0
-        self._counted_stop = -1.0
-        self.waited_for_more = 0  # pauses judged unfinished
 
     def _wait_for(self, text: str) -> float:
         if self._unfinished_timeout > self._user_speech_timeout and sounds_unfinished(text):
@@ -96,9 +94,6 @@ class PatientSpeechTimeoutStopStrategy(SpeechTimeoutUserTurnStopStrategy):
         remaining = self._vad_stopped_at + wait - time.monotonic()
         if self._user_speech_wait_done and remaining <= 0:
             return
-        if wait > self._user_speech_timeout and self._counted_stop != self._vad_stopped_at:
-            self._counted_stop = self._vad_stopped_at
-            self.waited_for_more += 1
         if self._user_speech_timeout_task:
             await self.task_manager.cancel_task(self._user_speech_timeout_task)
             self._user_speech_timeout_task = None
