@@ -6,7 +6,7 @@ read-only and onnxruntime's ``run`` is thread-safe; only the recurrent state and
 per stream. So each call gets its own small state object on a shared session, and its windows
 run on a shared pool (one analyzer's windows are awaited one by one, so they never overlap).
 
-Two changes to how a window is judged, both about the volume floor (``min_volume``) that
+Three changes to how a window is judged, all about the volume floor (``min_volume``) that
 Pipecat applies next to the model's confidence:
 
 * the volume is measured first, and a window below the floor skips the model: it could not
@@ -118,17 +118,21 @@ class SharedSileroVADAnalyzer(SileroVADAnalyzer):
         return await super().analyze_audio(buffer)
 
     def _surely_quiet(self, buffer: bytes) -> bool:
-        """Every window this buffer completes will be under the volume floor."""
-        if self._prev_volume >= self._params.min_volume or not self._recent_energy.maxlen:
-            return False  # a smoothed fall from above the floor can stay above it
-        energy = _energy(self._vad_buffer + buffer)
-        # The sum over the kept windows plus all new audio bounds each new window's sum.
-        return self._normalized_bound(sum(self._recent_energy) + energy) < self._params.min_volume
+        """Every window this buffer completes is itself under the volume floor, and a
+        window's volume never exceeds its own level (``_measure_volume``)."""
+        window = self._vad_frames_num_bytes
+        audio = self._vad_buffer + buffer
+        complete = len(audio) // window * window
+        if not complete:
+            return True  # nothing to judge yet: the analyzer only keeps the audio
+        samples = np.frombuffer(audio[:complete], np.int16).astype(np.float64)
+        loudest = float((samples.reshape(-1, window // 2) ** 2).sum(axis=1).max())
+        return self._normalized_bound(loudest, window // 2) < self._params.min_volume
 
     def voice_confidence(self, buffer: bytes) -> float:
         # Pipecat's loop asks for the confidence, then the volume; measure the volume here
         # so a window under the floor never reaches the model.
-        self._window_volume = self._fast_attack_volume(buffer)
+        self._window_volume = self._measure_volume(buffer)
         if self._window_volume < self._params.min_volume:
             self.quiet_windows += 1
             self._maybe_reset_model(0.0)  # keep Pipecat's reset schedule counting
@@ -144,7 +148,9 @@ class SharedSileroVADAnalyzer(SileroVADAnalyzer):
         windows = math.ceil(VOLUME_WINDOW_SECS * self.sample_rate / self.num_frames_required())
         self._recent_energy = deque(maxlen=windows)
 
-    def _fast_attack_volume(self, audio: bytes) -> float:
+    def _measure_volume(self, audio: bytes) -> float:
+        """Pipecat's smoothed volume, except that it rises at once and never exceeds this
+        window's own level."""
         self._volume_tracker.update(audio, self.sample_rate)
         energy = _energy(audio)
         volume = self._loudness_upper_bound(energy)
