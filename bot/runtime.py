@@ -36,7 +36,7 @@ def _prewarm() -> None:
     """Load now what the first call would otherwise load on the event loop."""
     import openai.resources.chat.completions  # noqa: F401  (lazy import in the first request)
 
-    from bot.vad import shared_session
+    from bot.silero import shared_session
 
     shared_session()
 

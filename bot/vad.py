@@ -1,10 +1,7 @@
-"""Silero VAD with one ONNX session and one small thread pool for the whole process.
+"""Silero VAD for phone calls: Pipecat's speech decisions, cheaper and a little sooner.
 
-Pipecat's SileroVADAnalyzer loads its own ONNX session per call (~10 MB and ~40 ms on the
-event loop, pipecat-notes §8.4) and starts a private thread per call. The model's weights are
-read-only and onnxruntime's ``run`` is thread-safe; only the recurrent state and context are
-per stream. So each call gets its own small state object on a shared session, and its windows
-run on a shared pool (one analyzer's windows are awaited one by one, so they never overlap).
+The model runs on one session and one thread for the whole process, every call's windows in
+one batch (bot/silero.py); the analyzer and its volume checks stay on the event loop.
 
 Three changes to how a window is judged, all about the volume floor (``min_volume``) that
 Pipecat applies next to the model's confidence:
@@ -30,60 +27,20 @@ when the bound reaches the floor.
 from __future__ import annotations
 
 import math
-import threading
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
-from importlib import resources
 
 import numpy as np
-import onnxruntime
 from loguru import logger
 from pipecat.audio.utils import exp_smoothing, normalize_value
-from pipecat.audio.vad.silero import SileroOnnxModel, SileroVADAnalyzer
+from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADParams, VADState
 from pipecat.audio.volume import VOLUME_WINDOW_SECS
+
+from bot.silero import SileroBatch, SileroStream, shared_batch, shared_session
 
 # BS.1770's K-weighting gains at most 4.25 dB at any frequency (measured with sines at 8 and
 # 16 kHz); with a margin, mean square x this gain bounds the loudness from above.
 K_WEIGHTING_MAX_GAIN = 10 ** (4.5 / 10)
-
-
-class _ProcessPool(ThreadPoolExecutor):
-    """A pool that outlives every analyzer: Pipecat shuts an analyzer's executor down when
-    its call ends, which must not stop the other calls' VAD."""
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        pass
-
-
-_lock = threading.Lock()
-_session: onnxruntime.InferenceSession | None = None
-# Two cores: more threads than that only queue inside onnxruntime.
-_executor = _ProcessPool(max_workers=2, thread_name_prefix="silero")
-
-
-def shared_session() -> onnxruntime.InferenceSession:
-    """The process's Silero session, loaded on first use (call it at start-up)."""
-    global _session
-    with _lock:
-        if _session is None:
-            opts = onnxruntime.SessionOptions()
-            opts.inter_op_num_threads = 1
-            opts.intra_op_num_threads = 1
-            path = resources.files("pipecat.audio.vad.data").joinpath("silero_vad.onnx")
-            _session = onnxruntime.InferenceSession(
-                str(path), providers=["CPUExecutionProvider"], sess_options=opts
-            )
-        return _session
-
-
-class _StreamState(SileroOnnxModel):
-    """Silero's per-stream state and call logic on the shared session (no load)."""
-
-    def __init__(self, session: onnxruntime.InferenceSession) -> None:
-        self.session = session
-        self.sample_rates = [8000, 16000]
-        self.reset_states()
 
 
 def _energy(audio: bytes) -> float:
@@ -93,55 +50,97 @@ def _energy(audio: bytes) -> float:
 
 
 class SharedSileroVADAnalyzer(SileroVADAnalyzer):
-    """SileroVADAnalyzer without a per-call model load or thread."""
+    """SileroVADAnalyzer without a per-call model load or thread: the model's windows go to
+    the process's batch (bot/silero.py), and the rest runs on the event loop."""
 
-    def __init__(self, *, sample_rate: int | None = None, params: VADParams | None = None):
+    def __init__(
+        self,
+        *,
+        sample_rate: int | None = None,
+        params: VADParams | None = None,
+        batch: SileroBatch | None = None,
+    ):
         # Skip SileroVADAnalyzer.__init__ (it loads a session); set what it would set.
         VADAnalyzer.__init__(self, sample_rate=sample_rate, params=params)
-        self._executor.shutdown(wait=False)
-        self._executor = _executor
-        self._model = _StreamState(shared_session())
+        self._executor.shutdown(wait=False)  # Pipecat's per-analyzer thread, never used here
+        self._batch = batch or shared_batch()
+        self._model = SileroStream(shared_session())
         self._windows_since_reset = 0
         self._low_confidence_windows = 0
         self._window_volume = 0.0
         self._recent_energy: deque[float] = deque()
         self.model_windows = 0  # windows the model judged
         self.quiet_windows = 0  # windows under the volume floor, model skipped
-        self.buffers_on_loop = 0  # buffers judged quiet without leaving the event loop
 
     async def analyze_audio(self, buffer: bytes) -> VADState:
-        if self._surely_quiet(buffer):
-            # No window in it can reach the floor, so the model will not run: the state
-            # machine alone costs less on the loop than the hop to a thread and back.
-            self.buffers_on_loop += 1
-            return self._run_analyzer(buffer)
-        return await super().analyze_audio(buffer)
+        """Pipecat's ``VADAnalyzer._run_analyzer`` (1.14) step for step, except that the
+        model's confidence is awaited from the batch instead of computed on a thread."""
+        self._vad_buffer += buffer
+        size = self._vad_frames_num_bytes
+        if len(self._vad_buffer) < size:
+            return self._vad_state
+        while len(self._vad_buffer) >= size:
+            window = self._vad_buffer[:size]
+            self._vad_buffer = self._vad_buffer[size:]
+            confidence = await self._window_confidence(window)
+            self._prev_volume = self._window_volume
+            self._step(
+                confidence >= self._params.confidence
+                and self._window_volume >= self._params.min_volume
+            )
+        self._settle()
+        return self._vad_state
 
-    def _surely_quiet(self, buffer: bytes) -> bool:
-        """Every window this buffer completes is itself under the volume floor, and a
-        window's volume never exceeds its own level (``_measure_volume``)."""
-        window = self._vad_frames_num_bytes
-        audio = self._vad_buffer + buffer
-        complete = len(audio) // window * window
-        if not complete:
-            return True  # nothing to judge yet: the analyzer only keeps the audio
-        samples = np.frombuffer(audio[:complete], np.int16).astype(np.float64)
-        loudest = float((samples.reshape(-1, window // 2) ** 2).sum(axis=1).max())
-        return self._normalized_bound(loudest, window // 2) < self._params.min_volume
-
-    def voice_confidence(self, buffer: bytes) -> float:
-        # Pipecat's loop asks for the confidence, then the volume; measure the volume here
-        # so a window under the floor never reaches the model.
-        self._window_volume = self._measure_volume(buffer)
+    async def _window_confidence(self, window: bytes) -> float:
+        # The volume first, so a window under the floor never reaches the model.
+        self._window_volume = self._measure_volume(window)
         if self._window_volume < self._params.min_volume:
             self.quiet_windows += 1
             self._maybe_reset_model(0.0)  # keep Pipecat's reset schedule counting
             return 0.0
         self.model_windows += 1
-        return super().voice_confidence(buffer)
+        try:
+            confidence = await self._batch.confidence(self._model, window, self.sample_rate)
+        except Exception as e:  # as Pipecat: a window that fails counts as no speech
+            logger.error(f"Error analyzing audio with Silero VAD: {e}")
+            return 0.0
+        self._maybe_reset_model(confidence)
+        return confidence
 
-    def _get_smoothed_volume(self, audio: bytes) -> float:
-        return self._window_volume  # measured in voice_confidence, for the same window
+    def _step(self, speaking: bool) -> None:
+        """One window's move through Pipecat's states."""
+        match self._vad_state, speaking:
+            case VADState.QUIET, True:
+                self._vad_state = VADState.STARTING
+                self._vad_starting_count = 1
+            case VADState.STARTING, True:
+                self._vad_starting_count += 1
+            case VADState.STOPPING, True:
+                self._vad_state = VADState.SPEAKING
+                self._vad_stopping_count = 0
+            case VADState.STARTING, False:
+                self._vad_state = VADState.QUIET
+                self._vad_starting_count = 0
+            case VADState.SPEAKING, False:
+                self._vad_state = VADState.STOPPING
+                self._vad_stopping_count = 1
+            case VADState.STOPPING, False:
+                self._vad_stopping_count += 1
+
+    def _settle(self) -> None:
+        """After a buffer: enough speaking windows start speech, enough quiet ones end it."""
+        if (
+            self._vad_state == VADState.STARTING
+            and self._vad_starting_count >= self._vad_start_frames
+        ):
+            self._vad_state = VADState.SPEAKING
+            self._vad_starting_count = 0
+        if (
+            self._vad_state == VADState.STOPPING
+            and self._vad_stopping_count >= self._vad_stop_frames
+        ):
+            self._vad_state = VADState.QUIET
+            self._vad_stopping_count = 0
 
     def set_sample_rate(self, sample_rate: int) -> None:
         super().set_sample_rate(sample_rate)

@@ -1,10 +1,11 @@
-"""The shared-session Silero analyzer: per-stream state, Pipecat's speech decisions with an
-earlier start, and no model run on windows under the volume floor."""
+"""The shared-session Silero analyzer: per-stream state in shared batches, Pipecat's speech
+decisions with an earlier start, and no model run on windows under the volume floor."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from pipecat.audio.vad.vad_analyzer import VADState
 from pipecat.audio.volume import AudioVolumeTracker
 
 from bot.offline import get_offline_models, synthesize
+from bot.silero import SileroBatch, shared_session
 from bot.vad import SharedSileroVADAnalyzer, _energy
 
 FRAME = 1600  # Exotel's 100 ms frames at 8 kHz
@@ -44,17 +46,29 @@ def speech_runs(seq: list[VADState]) -> list[tuple[int, int]]:
     return runs
 
 
+class SlowSession:
+    """The shared session, 5 ms slower per run: windows submitted meanwhile queue up."""
+
+    def run(self, *args, **kwargs):
+        time.sleep(0.005)
+        return shared_session().run(*args, **kwargs)
+
+
 @pytest.mark.models  # Piper speaks the test audio
-async def test_streams_are_independent_on_the_shared_session():
-    first = speech_then_silence("What are your opening hours?")
-    second = speech_then_silence("I would like a refund for my order, please.")
-    alone = [await states(SharedSileroVADAnalyzer(sample_rate=8000), a) for a in (first, second)]
-    together = await asyncio.gather(
-        states(SharedSileroVADAnalyzer(sample_rate=8000), first),
-        states(SharedSileroVADAnalyzer(sample_rate=8000), second),
-    )
+async def test_calls_share_model_runs_and_keep_their_own_state():
+    question = speech_then_silence("What are your opening hours?")
+    # Two callers in step, so their windows meet in the batch; a third one out of step.
+    calls = [question, question, speech_then_silence("I would like a refund, please.")]
+    alone = [await states(SharedSileroVADAnalyzer(sample_rate=8000), a) for a in calls]
+    batch = SileroBatch(SlowSession)
+    analyzers = [SharedSileroVADAnalyzer(sample_rate=8000, batch=batch) for _ in calls]
+    together = await asyncio.gather(*(states(v, a) for v, a in zip(analyzers, calls, strict=True)))
     assert together == alone
     assert all(speech_runs(s) for s in together)
+    assert batch.windows == sum(v.model_windows for v in analyzers)
+    # Measured: 129 windows in 85 runs (the callers in step met in every run); one run per
+    # window would be 129.
+    assert batch.runs <= 0.8 * batch.windows
 
 
 @pytest.mark.models  # Piper speaks the test audio
@@ -79,14 +93,15 @@ async def test_same_utterances_as_pipecat_and_an_earlier_start():
 
 @pytest.mark.models  # Piper speaks the test audio
 async def test_quiet_windows_skip_the_model():
-    analyzer = SharedSileroVADAnalyzer(sample_rate=8000)
+    batch = SileroBatch()
+    analyzer = SharedSileroVADAnalyzer(sample_rate=8000, batch=batch)
     quiet = bytes(8000) + line_noise(2.0, 30)  # digital silence, then -60 dBFS line noise
     assert set(await states(analyzer, quiet)) == {VADState.QUIET}
     assert analyzer.model_windows == 0 and analyzer.quiet_windows > 50
-    assert analyzer.buffers_on_loop == len(quiet) // FRAME  # no thread hop for quiet audio
+    assert batch.runs == 0  # quiet audio never leaves the event loop
 
     await states(analyzer, speech_then_silence("Hello, is anyone there?"))
-    assert analyzer.model_windows > 0
+    assert batch.windows == analyzer.model_windows > 0
 
 
 @pytest.mark.parametrize("rate", [8000, 16000])
