@@ -50,6 +50,21 @@ def can_trim() -> bool:
     return _malloc_trim is not None
 
 
+# Python's full collection walks every object the calls hold (measured at 50 calls: 70 to
+# 130 ms with the event loop stopped, a stutter a caller hears). By default one is due every
+# 10 middle-generation collections once the old objects have grown by a quarter, which a
+# ramp of new calls does again and again. Every 100 keeps it to a few minutes apart under
+# full load, so the cyclic garbage a finished call leaves (~1 400 objects) waits a little
+# longer; the collection when the last call ends still clears it.
+FULL_COLLECTION_EVERY = 100
+
+
+def collect_fully_less_often() -> None:
+    """Space out the garbage collector's full collections (``FULL_COLLECTION_EVERY``)."""
+    young, middle, _ = gc.get_threshold()
+    gc.set_threshold(young, middle, FULL_COLLECTION_EVERY)
+
+
 def freeze_startup_heap() -> None:
     """Move what start-up loaded (models, modules) out of the collector's sight: every full
     collection during calls would otherwise walk it again."""

@@ -19,7 +19,7 @@ from loguru import logger
 from bot.call import CallSession, read_handshake
 from bot.config import Settings
 from bot.holding import start_phrase_cache
-from bot.memory import freeze_startup_heap, release_memory
+from bot.memory import collect_fully_less_often, freeze_startup_heap, release_memory
 from bot.metrics import Metrics
 from bot.providers import ProviderChoice, SharedResources, choose_providers, load_shared_resources
 from bot.records import watch_call
@@ -71,6 +71,7 @@ class Runtime:
         shared.phrases = await start_phrase_cache(settings, choice, shared)
         runtime = cls(settings=settings, choice=choice, shared=shared, **kwargs)
         freeze_startup_heap()
+        collect_fully_less_often()
         logger.info(f"ready in {time.monotonic() - started:.2f} s")
         return runtime
 
