@@ -76,12 +76,11 @@ class PushesOnlyUnlessAsked(WorkerObserver):
     """
 
     async def on_process_frame(self, data: FrameProcessed) -> None:
-        if any(_reads_processed_frames(o) for o in self._observers):
-            await super().on_process_frame(data)
-
-
-def _reads_processed_frames(observer: BaseObserver) -> bool:
-    return type(observer).on_process_frame is not BaseObserver.on_process_frame
+        # A plain loop: this runs for every frame every processor takes in.
+        for observer in self._observers:
+            if type(observer).on_process_frame is not BaseObserver.on_process_frame:
+                await super().on_process_frame(data)
+                return
 
 
 def pipeline_input_rate(call_rate: int) -> int:
