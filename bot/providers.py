@@ -27,7 +27,7 @@ from loguru import logger
 from pipecat.processors.frame_processor import FrameProcessor
 
 from bot.config import ConfigError, Settings
-from bot.tls import share_tls_in_deepgram_sdk, shared_tls_context
+from bot.tls import SharedTLSWebsocket, share_tls_in_deepgram_sdk, shared_tls_context
 
 Kind = Literal["stt", "llm", "tts"]
 EndCall = Callable[[str], Awaitable[None]]
@@ -192,16 +192,30 @@ def _end_call_handler(end_call: EndCall):
     return handle
 
 
-@register("tts", "cartesia", label="Cartesia text-to-speech", key="cartesia_api_key")
-def _cartesia(ctx: ProviderContext) -> FrameProcessor:
+_cartesia_ids = itertools.count()
+
+
+@functools.cache
+def _cartesia_service() -> type:
     from pipecat.services.cartesia.tts import CartesiaTTSService
 
+    class SharedTLSCartesiaTTSService(SharedTLSWebsocket, CartesiaTTSService):
+        """CartesiaTTSService whose WebSocket uses the process's TLS context (bot.tls)."""
+
+    return SharedTLSCartesiaTTSService
+
+
+@register("tts", "cartesia", label="Cartesia text-to-speech", key="cartesia_api_key")
+def _cartesia(ctx: ProviderContext) -> FrameProcessor:
+    service = _cartesia_service()
     s = ctx.settings
     kwargs: dict[str, Any] = {"url": s.cartesia_url} if s.cartesia_url else {}
-    return CartesiaTTSService(
+    return service(
+        # Named like the stock service so logs and metric labels read the same.
+        name=f"CartesiaTTSService#{next(_cartesia_ids)}",
         api_key=_secret(s.cartesia_api_key),
         sample_rate=ctx.out_rate,
-        settings=CartesiaTTSService.Settings(
+        settings=service.Settings(
             voice=s.cartesia_voice_id, model=s.cartesia_model, language=s.bot_language
         ),
         **kwargs,

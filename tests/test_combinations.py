@@ -21,7 +21,7 @@ SERVICE_CLASS = {
     "whisper": "LocalWhisperSTT",
     "openai": "ClosingOpenAILLMService",
     "scripted": "ScriptedResponder",
-    "cartesia": "CartesiaTTSService",
+    "cartesia": "SharedTLSCartesiaTTSService",
     "piper": "LocalPiperTTS",
 }
 COMBINATIONS = list(itertools.product(*(DEFAULTS[kind] for kind in ("stt", "llm", "tts"))))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 
+import pytest
 from pipecat.frames.frames import TextFrame
 from pipecat.observers.base_observer import BaseObserver, FrameProcessed, FramePushed
 from pipecat.pipeline.worker_observer import WorkerObserver
@@ -12,6 +14,7 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from bot.config import Settings
 from bot.pipeline import PushesOnlyUnlessAsked
 from bot.providers import REGISTRY, ProviderContext
+from bot.tls import shared_tls_context
 
 
 class ReadsPushes(BaseObserver):
@@ -67,4 +70,34 @@ def test_cloud_services_share_one_tls_context(monkeypatch):
     for _ in range(3):
         for provider in services:
             provider.factory(ctx)
+    assert built == []
+
+
+async def test_wss_connections_share_the_tls_context(monkeypatch):
+    """Deepgram's and Cartesia's WebSockets build no TLS context of their own on wss URLs."""
+    from deepgram.listen.v1 import raw_client
+
+    async def hang_up(reader, writer) -> None:
+        writer.close()  # no TLS here: each handshake fails once the connection is made
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    url = f"wss://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+    settings = Settings(deepgram_api_key="k", cartesia_api_key="k", cartesia_url=url)
+    ctx = ProviderContext(settings=settings, in_rate=8000, out_rate=8000)
+    REGISTRY[("stt", "deepgram")].factory(ctx)  # wraps the SDK's connect
+    cartesia = REGISTRY[("tts", "cartesia")].factory(ctx)
+    shared_tls_context()  # the process's one context, built at the first call start
+    built = []
+    real = ssl.create_default_context
+    monkeypatch.setattr(
+        ssl, "create_default_context", lambda *a, **k: built.append(1) or real(*a, **k)
+    )
+    opens = [
+        lambda: raw_client.websockets_client_connect(url, extra_headers={}),
+        lambda: cartesia._websocket_connect(url),
+    ]
+    async with server:
+        for open_socket in opens:
+            with pytest.raises((OSError, ssl.SSLError, EOFError)):
+                await asyncio.wait_for(open_socket(), 5)
     assert built == []
