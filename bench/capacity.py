@@ -28,8 +28,12 @@ and from psutil on the bot's pid:
 "Breaks at" is the first N where a bot answers late (p99 more than 100 ms above its N=1 p99),
 drops turns or calls, underruns, or its event loop's thread reaches 95 % of a core.
 
+``--tls`` makes the fakes speak ``wss``/``https`` with a throw-away certificate (``openssl``)
+that the bots trust through ``SSL_CERT_FILE``, so the figures include what TLS costs, as with
+the real providers.
+
 Usage: ``.venv/bin/python bench/capacity.py [--calls 1,10,25,50,100] [--bots ours,stock,tuned]
-[--turns 3] [--duration SECS] [--profile ours:25]``; writes ``bench/results/capacity.json``
+[--turns 3] [--duration SECS] [--tls] [--profile ours:25]``; writes ``bench/results/capacity.json``
 after every step (a partial run keeps what it measured).
 """
 
@@ -80,6 +84,7 @@ from common import (  # noqa: E402
     quiet_logs,
     ratio,
     run,
+    self_signed_tls,
     speech_secs,
     start_bot,
     summarize_profile,
@@ -609,6 +614,7 @@ def payload(args: Any, lat: FakeLatencies, load: Load, steps: list[Step], starte
         "argv": sys.argv[1:],
         "machine": {"cpus": os.cpu_count(), "loadavg_at_start": os.getloadavg()},
         "fakes": lat,
+        "fakes_speak_tls": args.tls,
         "turns_per_call": sum(1 for a in load.script if type(a).__name__ == "Say"),
         "elapsed_secs": round(time.monotonic() - started, 1),
         "steps": steps,
@@ -628,9 +634,10 @@ async def main(args: argparse.Namespace) -> None:
     load = build_load(args, lat)
     steps: list[Step] = []
     base = free_port_base()
-    async with fakes_process(lat, base, "capacity-fakes.log") as fakes:
+    tls = self_signed_tls(RESULTS_DIR / "tls") if args.tls else None
+    async with fakes_process(lat, base, "capacity-fakes.log", tls) as fakes:
         await fakes.wait_ports([base, base + 1, base + 2])
-        env = fakes_env(base)
+        env = fakes_env(base, tls)
         for n in args.calls:
             for bot in bots:
                 t = time.monotonic()
@@ -693,6 +700,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--rounds", type=int, default=1, help="load rounds per process (RSS after each: leaks)"
     )
     parser.add_argument("--no-warmup", dest="warmup", action="store_false")
+    parser.add_argument(
+        "--tls", action="store_true", help="the fakes speak wss/https, as the real providers do"
+    )
     parser.add_argument("--profile", default="", help="py-spy these, e.g. ours:25,stock:25")
     parser.add_argument("--profile-secs", type=float, default=15.0)
     parser.add_argument("--out", default=str(RESULTS_DIR / "capacity.json"))

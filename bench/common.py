@@ -23,6 +23,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import sys
 import time
 import wave
@@ -41,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # `python bench/x.py` runs with bench/ first on the path
 
+from bot.fakes import ServerTLS  # noqa: E402
 from bot.simulator import (  # noqa: E402
     Action,
     BargeIn,
@@ -395,25 +397,47 @@ def free_port_base(count: int = 3) -> int:
     raise RuntimeError("no run of free ports found")
 
 
-def fakes_env(port_base: int) -> dict[str, str]:
+def fakes_env(port_base: int, tls: ServerTLS | None = None) -> dict[str, str]:
     """What ``python -m bot.fakes --port-base P`` prints: where the bot finds each fake."""
     from bot.fakes import DEFAULT_CARTESIA_KEY, DEFAULT_DEEPGRAM_KEY, DEFAULT_OPENAI_KEY
 
-    return {
-        "DEEPGRAM_BASE_URL": f"ws://{LOCALHOST}:{port_base}",
+    ws, http = ("wss", "https") if tls else ("ws", "http")
+    env = {
+        "DEEPGRAM_BASE_URL": f"{ws}://{LOCALHOST}:{port_base}",
         "DEEPGRAM_API_KEY": DEFAULT_DEEPGRAM_KEY,
-        "OPENAI_BASE_URL": f"http://{LOCALHOST}:{port_base + 1}/v1",
+        "OPENAI_BASE_URL": f"{http}://{LOCALHOST}:{port_base + 1}/v1",
         "OPENAI_API_KEY": DEFAULT_OPENAI_KEY,
-        "CARTESIA_URL": f"ws://{LOCALHOST}:{port_base + 2}/tts/websocket",
+        "CARTESIA_URL": f"{ws}://{LOCALHOST}:{port_base + 2}/tts/websocket",
         "CARTESIA_API_KEY": DEFAULT_CARTESIA_KEY,
     }
+    if tls:
+        env["SSL_CERT_FILE"] = tls.certfile  # the bots trust the fakes' certificate
+    return env
 
 
-def fakes_process(lat: FakeLatencies, port_base: int, log_name: str) -> ManagedProcess:
+def fakes_process(
+    lat: FakeLatencies, port_base: int, log_name: str, tls: ServerTLS | None = None
+) -> ManagedProcess:
     argv = [PYTHON, "-m", "bot.fakes", "--port-base", str(port_base), *lat.cli_args()]
     argv += ["--log-level", "WARNING"]
+    if tls:
+        argv += ["--tls-cert", tls.certfile, "--tls-key", tls.keyfile]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return ManagedProcess("fakes", argv, env, LOG_DIR / log_name)
+
+
+def self_signed_tls(directory: Path) -> ServerTLS:
+    """A throw-away certificate for 127.0.0.1 (``openssl``), so the fakes can speak TLS."""
+    directory.mkdir(parents=True, exist_ok=True)
+    cert, key = directory / "fakes-cert.pem", directory / "fakes-key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return ServerTLS(str(cert), str(key))
 
 
 def bot_process(bot: BotSpec, port: int, env: dict[str, str], log_name: str) -> ManagedProcess:

@@ -14,7 +14,9 @@ Every fake:
 * checks the API key the way the real provider does and rejects a wrong one with HTTP 401;
 * records what it saw, for assertions;
 * supports runtime fault injection: ``fake.fault = "refuse" | "error_midstream" | "hang" | None``,
-  or ``fake.set_fault(mode, after=N, times=K)`` for "fail K times, then recover".
+  or ``fake.set_fault(mode, after=N, times=K)`` for "fail K times, then recover";
+* speaks ``wss``/``https`` instead when given a certificate (``fake.tls``, ``--tls-cert``), so
+  a benchmark can see what TLS costs the bot.
 
 Run ``python -m bot.fakes --port-base 18800`` to serve all three on fixed ports for manual runs
 and benchmarks in another process.
@@ -32,6 +34,7 @@ import json
 import re
 import signal
 import socket
+import ssl
 import sys
 import time
 import uuid
@@ -131,6 +134,24 @@ def _split_target(target: str) -> tuple[str, dict[str, str]]:
     return parts.path, dict(parse_qsl(parts.query, keep_blank_values=True))
 
 
+@dataclass(frozen=True)
+class ServerTLS:
+    """A certificate and its key (PEM files): the fakes then speak TLS like the real APIs,
+    so a benchmark can measure what TLS costs the bot (trust the cert via SSL_CERT_FILE)."""
+
+    certfile: str
+    keyfile: str
+
+    def context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(self.certfile, self.keyfile)
+        return ctx
+
+
+def _scheme(plain: str, tls: ServerTLS | None) -> str:
+    return plain + "s" if tls else plain
+
+
 class _FakeServer:
     """Lifecycle shared by the fakes: start on 127.0.0.1, stop, async context manager."""
 
@@ -138,6 +159,8 @@ class _FakeServer:
         self.api_key = api_key
         self._requested_port = port
         self._port: int | None = None
+        self.tls: ServerTLS | None = None
+        """Serve ``wss``/``https`` with this certificate (set before ``start()``)."""
         self._faults = FaultSwitch()
         self.rejected: int = 0
         """Handshakes/requests turned away for a missing or wrong API key."""
@@ -223,6 +246,7 @@ class _WebSocketFake(_FakeServer):
             process_request=self._process_request,
             compression=None,
             max_size=None,
+            ssl=self.tls.context() if self.tls else None,
         )
         return self._server.sockets[0].getsockname()[1]
 
@@ -470,7 +494,7 @@ class FakeDeepgram(_WebSocketFake):
     @property
     def base_url(self) -> str:
         """Pass as ``DeepgramSTTService(base_url=...)``; the SDK appends ``/v1/listen``."""
-        return f"ws://{LOCALHOST}:{self.port}"
+        return f"{_scheme('ws', self.tls)}://{LOCALHOST}:{self.port}"
 
     def add_transcripts(self, *texts: str) -> None:
         """Queue final transcripts, one per future Finalize."""
@@ -783,7 +807,7 @@ class FakeOpenAI(_FakeServer):
     @property
     def base_url(self) -> str:
         """Pass as ``OpenAILLMService(base_url=...)`` (the SDK appends ``/chat/completions``)."""
-        return f"http://{LOCALHOST}:{self.port}/v1"
+        return f"{_scheme('http', self.tls)}://{LOCALHOST}:{self.port}/v1"
 
     def add_replies(self, *replies: Reply) -> None:
         """Queue replies, one per future completion request."""
@@ -808,6 +832,8 @@ class FakeOpenAI(_FakeServer):
             timeout_keep_alive=75,  # Pipecat keeps pooled connections forever; be lenient
             timeout_graceful_shutdown=1,
             backlog=2048,
+            ssl_certfile=self.tls.certfile if self.tls else None,
+            ssl_keyfile=self.tls.keyfile if self.tls else None,
         )
         self._stopping.clear()
         self._server = QuietServer(config)
@@ -1139,7 +1165,7 @@ class FakeCartesia(_WebSocketFake):
     @property
     def url(self) -> str:
         """Pass as ``CartesiaTTSService(url=...)`` (used verbatim)."""
-        return f"ws://{LOCALHOST}:{self.port}{self.path}"
+        return f"{_scheme('ws', self.tls)}://{LOCALHOST}:{self.port}{self.path}"
 
     @property
     def transcripts(self) -> list[str]:
@@ -1428,6 +1454,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--first-audio-latency", type=float, default=0.1)
     parser.add_argument("--seconds-per-word", type=float, default=0.3)
     parser.add_argument("--any-key", action="store_true", help="accept any non-empty API key")
+    parser.add_argument("--tls-cert", help="serve wss/https with this PEM certificate")
+    parser.add_argument("--tls-key", help="... and this PEM key")
     parser.add_argument(
         "--log-level", default="INFO", help="loguru level (DEBUG shows connections)"
     )
@@ -1458,6 +1486,9 @@ async def _serve_forever(args: argparse.Namespace) -> None:
             seconds_per_word=args.seconds_per_word,
         ),
     )
+    if args.tls_cert:
+        for fake in providers.fakes:
+            fake.tls = ServerTLS(args.tls_cert, args.tls_key or args.tls_cert)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
