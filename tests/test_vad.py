@@ -14,7 +14,7 @@ from pipecat.audio.vad.vad_analyzer import VADState
 from pipecat.audio.volume import AudioVolumeTracker
 
 from bot.offline import get_offline_models, synthesize
-from bot.silero import SileroBatch, shared_session
+from bot.silero import SileroBatch, SileroStream, shared_session
 from bot.vad import SharedSileroVADAnalyzer, _energy
 
 FRAME = 1600  # Exotel's 100 ms frames at 8 kHz
@@ -135,3 +135,22 @@ async def test_the_turn_ends_sooner_after_the_last_word():
         ours = speech_runs(await states(SharedSileroVADAnalyzer(sample_rate=8000), audio, window))
         assert len(ours) == len(stock) == 1, text
         assert stock[0][1] - 4 <= ours[0][1] < stock[0][1], text  # 32 to 96 ms sooner
+
+
+async def test_a_failed_batch_fails_its_windows_and_the_next_one_runs(monkeypatch):
+    """Every call's VAD waits on the batch thread, so an error must reach the waiting windows
+    and leave the thread serving."""
+    batch = SileroBatch()
+    stream = SileroStream(shared_session())
+    window = line_noise(0.032, 3000)
+    real_judge = batch._judge
+
+    def broken_judge(session, pending):
+        monkeypatch.setattr(batch, "_judge", real_judge)  # only this batch fails
+        raise RuntimeError("a bug in the batch")
+
+    monkeypatch.setattr(batch, "_judge", broken_judge)
+    with pytest.raises(RuntimeError, match="a bug in the batch"):
+        await asyncio.wait_for(batch.confidence(stream, window, 8000), 5)
+    confidence = await asyncio.wait_for(batch.confidence(stream, window, 8000), 5)
+    assert 0.0 <= confidence <= 1.0 and batch.runs == 1
