@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any, Self, TypeVar
+from typing import IO, TYPE_CHECKING, Any, Self, TypeVar
 
 import httpx
 import numpy as np
@@ -42,7 +42,6 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # `python bench/x.py` runs with bench/ first on the path
 
-from bot.fakes import ServerTLS  # noqa: E402
 from bot.simulator import (  # noqa: E402
     Action,
     BargeIn,
@@ -54,6 +53,9 @@ from bot.simulator import (  # noqa: E402
     WaitForBot,
     chunk_size_problems,
 )
+
+if TYPE_CHECKING:
+    from bot.fakes import ServerTLS
 
 RESULTS_DIR = ROOT / "bench" / "results"
 AUDIO_CACHE_DIR = RESULTS_DIR / "caller-audio"
@@ -428,6 +430,8 @@ def fakes_process(
 
 def self_signed_tls(directory: Path) -> ServerTLS:
     """A throw-away certificate for 127.0.0.1 (``openssl``), so the fakes can speak TLS."""
+    from bot.fakes import ServerTLS
+
     directory.mkdir(parents=True, exist_ok=True)
     cert, key = directory / "fakes-cert.pem", directory / "fakes-key.pem"
     subprocess.run(
