@@ -67,7 +67,6 @@ class SharedSileroVADAnalyzer(SileroVADAnalyzer):
         self._model = SileroStream(shared_session())
         self._windows_since_reset = 0
         self._low_confidence_windows = 0
-        self._window_volume = 0.0
         self._recent_energy: deque[float] = deque()
         self.model_windows = 0  # windows the model judged
         self.quiet_windows = 0  # windows under the volume floor, model skipped
@@ -82,19 +81,16 @@ class SharedSileroVADAnalyzer(SileroVADAnalyzer):
         while len(self._vad_buffer) >= size:
             window = self._vad_buffer[:size]
             self._vad_buffer = self._vad_buffer[size:]
-            confidence = await self._window_confidence(window)
-            self._prev_volume = self._window_volume
-            self._step(
-                confidence >= self._params.confidence
-                and self._window_volume >= self._params.min_volume
-            )
+            # The volume first, so a window under the floor never reaches the model.
+            volume = self._measure_volume(window)
+            confidence = await self._window_confidence(window, volume)
+            self._prev_volume = volume
+            self._step(confidence >= self._params.confidence and volume >= self._params.min_volume)
         self._settle()
         return self._vad_state
 
-    async def _window_confidence(self, window: bytes) -> float:
-        # The volume first, so a window under the floor never reaches the model.
-        self._window_volume = self._measure_volume(window)
-        if self._window_volume < self._params.min_volume:
+    async def _window_confidence(self, window: bytes, volume: float) -> float:
+        if volume < self._params.min_volume:
             self.quiet_windows += 1
             self._maybe_reset_model(0.0)  # keep Pipecat's reset schedule counting
             return 0.0
