@@ -89,6 +89,8 @@ class Settings(BaseSettings):
     turn_unfinished_timeout_secs: float = Field(1.2, ge=0, le=5)
     # Ask the LLM at the VAD stop and hold its answer until the turn ends (bot.turns).
     turn_speculative: bool = True
+    # Pause the bot at the caller's first voiced window, resume if it was not speech.
+    barge_in_pause: bool = True
 
     # Holding phrases
     holding_mode: Literal["off", "always", "adaptive"] = "adaptive"

@@ -67,6 +67,12 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.barge_in_resumes = Counter(
+            "exotel_barge_in_resumes",
+            "Pauses at a possible caller onset that were not speech: the cleared audio was "
+            "sent again",
+            registry=r,
+        )
         self.provider_ttfb = Histogram(
             "exotel_provider_ttfb_seconds",
             "Provider time to first byte",

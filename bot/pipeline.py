@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
 from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
 from pipecat.audio.vad.vad_analyzer import VADParams
+from pipecat.audio.vad.vad_controller import VADController
 from pipecat.frames.frames import Frame, InputAudioRawFrame
 from pipecat.observers.base_observer import BaseObserver, FrameProcessed
 from pipecat.pipeline.pipeline import Pipeline
@@ -31,9 +32,9 @@ from pipecat.turns.user_start import (
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from bot.providers import ProviderChoice, ProviderContext
-from bot.transport import ExotelTransport
+from bot.transport import ExotelOutputTransport, ExotelTransport
 from bot.turns import PatientSpeechTimeoutStopStrategy, SpeculativeSpeechTimeoutStopStrategy
-from bot.vad import SharedSileroVADAnalyzer
+from bot.vad import SharedSileroVADAnalyzer, report_onsets
 
 END_CALL_TOOL = FunctionSchema(
     name="end_call",
@@ -81,6 +82,20 @@ class PushesOnlyUnlessAsked(WorkerObserver):
             if type(observer).on_process_frame is not BaseObserver.on_process_frame:
                 await super().on_process_frame(data)
                 return
+
+
+def pause_at_onsets(controller: VADController, output: ExotelOutputTransport) -> None:
+    """The bot's audio pauses at the caller's first voiced window and resumes if the VAD
+    then hears no speech; a confirmed onset interrupts it as before (bot.transport)."""
+    controller = report_onsets(controller)
+
+    @controller.event_handler("on_speech_onset")
+    async def _pause(_controller: VADController) -> None:
+        await output.pause()
+
+    @controller.event_handler("on_speech_onset_dismissed")
+    async def _resume(_controller: VADController) -> None:
+        output.resume()
 
 
 def pipeline_input_rate(call_rate: int) -> int:
@@ -162,6 +177,8 @@ def build_call_pipeline(
     aggregators.user().__class__ = CallerAudioEndsHere
     if aggregators.user()._vad_controller is not None:
         aggregators.user()._vad_controller._speech_activity_period = USER_SPEAKING_TICK_SECS
+        if s.barge_in_pause:
+            pause_at_onsets(aggregators.user()._vad_controller, transport.output())
     processors = [
         transport.input(),
         stt,  # before the aggregator: it consumes transcripts (offline-models §7.4)

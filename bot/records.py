@@ -71,6 +71,10 @@ if TYPE_CHECKING:
 RECORD_VERSION = 1
 # A clear more than this long after a caller's onset was not caused by that onset.
 BARGE_IN_WINDOW_SECS = 3.0
+# The bot pauses at the caller's first voiced window, which the onset estimate (VAD start
+# minus start_secs) places to within an inbound frame or so: a clear this much before a
+# turn's onset is still that turn's.
+CLEAR_BEFORE_ONSET_SECS = 0.1
 # Caller audio that stays later than the stream's own clock by more than CALLER_GAP_SECS for
 # CALLER_RESYNC_SECS of audio means the stream really paused (a burst after a stall drains).
 CALLER_GAP_SECS = 0.5
@@ -306,14 +310,15 @@ class CallObserver(BaseObserver):
         """Listen to the Exotel output transport's events; read counters from the serializer.
 
         ``output`` is an ``ExotelOutputTransport`` (events ``on_mark_sent``,
-        ``on_mark_echoed``, ``on_clear_sent``; ``sent_chunks``); only its output pushes count
-        as audio sent to Exotel.
+        ``on_mark_echoed``, ``on_clear_sent``, ``on_resumed``; ``sent_chunks``); only its
+        output pushes count as audio sent to Exotel.
         """
         self._output = output
         self._serializer = serializer
         output.add_event_handler("on_mark_sent", self._on_mark_sent)
         output.add_event_handler("on_mark_echoed", self._on_mark_echoed)
         output.add_event_handler("on_clear_sent", self._on_clear_sent)
+        output.add_event_handler("on_resumed", self._on_resumed)
 
     def attach_holding(self, processor: Any) -> None:
         """Record the phrases of a ``bot.holding.HoldingPhraseProcessor`` (its
@@ -533,6 +538,12 @@ class CallObserver(BaseObserver):
         self._event(t, "clear")
         self._settle()
 
+    async def _on_resumed(self, _output: Any) -> None:
+        # The last clear was a pause at a sound that was not speech; its audio went out again.
+        self._event(self.now(), "resumed")
+        if self.metrics is not None:
+            self.metrics.barge_in_resumes.inc()
+
     def note_holding_phrase(
         self, text: str, t: float | None = None, secs: float | None = None
     ) -> None:
@@ -593,7 +604,7 @@ class CallObserver(BaseObserver):
         A clear seen before its turn's VAD frame would otherwise land on the previous turn,
         which has ended by then: so an ended turn waits for the next one instead.
         """
-        turn = self._turn_at(at)
+        turn = self._turn_at(at + CLEAR_BEFORE_ONSET_SECS)
         if turn is None or turn.speech_start is None:
             return False
         if turn.turn_end is not None and at > turn.turn_end + EPSILON:
@@ -601,9 +612,9 @@ class CallObserver(BaseObserver):
         if turn.interrupted or at - turn.speech_start > BARGE_IN_WINDOW_SECS:
             return True  # not this turn's barge-in: an event only
         turn.interrupted, turn.clear_at = True, at
-        turn.clear_latency = at - turn.speech_start
+        turn.clear_latency = max(0.0, at - turn.speech_start)
         if self.metrics is not None:
-            self.metrics.clear_latency.observe(max(0.0, turn.clear_latency))
+            self.metrics.clear_latency.observe(turn.clear_latency)
         return True
 
     def _match_hold(self, hold: dict[str, Any], final: bool) -> bool:

@@ -14,6 +14,9 @@ adds (§1.8 c):
 * ``clear`` goes out on interruption only when sent audio may still be playing, and stale
   marks are forgotten (Exotel may never echo marks whose audio was cleared, §7);
 * on EndFrame the socket closes only after the far end has had time to play what it holds;
+* ``pause()`` at the first sound of the caller's voice clears what Exotel has queued beyond
+  the chunk it is playing, and keeps it: the interruption that follows throws it away, and
+  ``resume()`` (it was not speech) sends it again, so a cough costs a pause, not words;
 * a partial chunk held mid-utterance (a short first sentence, the next one still in the TTS)
   is sent padded just before Exotel would run dry: a pause between sentences, not a gap
   inside the audio stream.
@@ -24,7 +27,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections import deque
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from fastapi import WebSocket
 from loguru import logger
@@ -43,6 +48,7 @@ from pipecat.transports.websocket.fastapi import (
     FastAPIWebsocketParams,
     FastAPIWebsocketTransport,
 )
+from pipecat.utils.utils import obj_id
 
 from serializers.exotel import (
     ChunkRule,
@@ -60,6 +66,21 @@ DRY_GUARD_SECS = 0.08
 # audio. Nothing in a call reads it (the worker's idle cancel is off), yet it was a tenth of
 # a call's frame hops; a slower tick keeps it for anyone who adds a processor that does.
 BOT_SPEAKING_TICK_SECS = 1.0
+# A pause ends with an interruption or a resume within the VAD's start_secs; if neither comes
+# (interruptions turned off), what the pause took back is sent after this long.
+PAUSE_MAX_SECS = 1.0
+
+
+@dataclass(slots=True)
+class OnAir:
+    """Sent to Exotel and perhaps not played yet: a chunk, or a mark at the end of the audio
+    before it (then ``start == end``)."""
+
+    start: float  # when Exotel starts playing it, by our clock
+    end: float
+    audio: bytes = b""
+    mark: str | None = None
+    interruptible: bool = True
 
 
 class ExotelParams(FastAPIWebsocketParams):
@@ -112,12 +133,20 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
         self._utterance_has_audio = False
         self._mark_ids = itertools.count(1)
         self._pending_marks: dict[str, float] = {}
-        self._epoch = 0  # bumped on interruption, so a long write stops mid-way
+        # Frames older than the last interruption (frame ids grow) are not sent: one the
+        # media sender took from its queue just before, or the rest of a long write.
+        self._interrupted_at_id = 0
         self._sent_since_clear = False  # a second clear would have nothing to drop
         # Urgent DTMF is written from outside the audio task; one writer at a time keeps
         # the pacing clock (and so the lead at Exotel) right.
         self._write_lock = asyncio.Lock()
         self._dry_timer: asyncio.TimerHandle | None = None
+        self._on_air: deque[OnAir] = deque()  # sent, not yet played out
+        self._taken_back: deque[OnAir] = deque()  # cleared by a pause, sent again on resume
+        self._paused = False
+        self._unpaused = asyncio.Event()
+        self._unpaused.set()
+        self._pause_timer: asyncio.TimerHandle | None = None
         self.sent_chunks: list[int] = []  # sizes, for metrics and tests
         self.dry_flushes = 0  # partial chunks sent padded so Exotel would not run dry
         self.last_audio_at = 0.0  # when bot audio last reached this transport
@@ -125,6 +154,7 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
         self._register_event_handler("on_mark_sent")
         self._register_event_handler("on_mark_echoed")
         self._register_event_handler("on_clear_sent")
+        self._register_event_handler("on_resumed")
 
     async def setup(self, setup: FrameProcessorSetup) -> None:
         await super().setup(setup)
@@ -157,6 +187,8 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
             self._utterance_has_audio
             or bool(self._pending_marks)
             or self.playout_remaining_secs > 0
+            or self._paused
+            or bool(self._taken_back)
         )
 
     # -- frames ----------------------------------------------------------------------------
@@ -183,7 +215,10 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
     async def send_message(self, frame) -> None:
         await super().send_message(frame)
         if isinstance(frame, ExotelMarkFrame):
-            self._pending_marks[frame.mark_name] = time.monotonic()
+            now = time.monotonic()
+            self._pending_marks[frame.mark_name] = now
+            at = max(self._play_until, now)
+            self._on_air.append(OnAir(at, at, mark=frame.mark_name))
             await self._call_event_handler("on_mark_sent", frame.mark_name)
 
     async def send_mark(self, name: str) -> None:
@@ -198,19 +233,100 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
         await self._call_event_handler("on_mark_echoed", name)
 
     async def _interrupt(self) -> None:
-        self._epoch += 1
+        self._interrupted_at_id = obj_id()
         self._cancel_dry_timer()
         self._utterance_has_audio = False
+        self._taken_back.clear()  # a pause was right: the caller is speaking
+        self._end_pause()
         if self._pending_marks:
             logger.debug(f"interruption: forgetting marks {list(self._pending_marks)}")
             self._pending_marks.clear()
         now = time.monotonic()
         if self._sent_since_clear and self._play_until > now:
-            self._sent_since_clear = False
-            await self._write_frame(InterruptionFrame())
-            # Exotel finishes the chunk it is playing (at most one); the rest is dropped.
-            self._play_until = min(self._play_until, now + self._chunk_secs)
-            await self._call_event_handler("on_clear_sent")
+            await self._clear(now)
+
+    async def _clear(self, now: float) -> list[OnAir]:
+        """Send ``clear``; returns what Exotel dropped, oldest first."""
+        self._sent_since_clear = False
+        await self._write_frame(InterruptionFrame())
+        # Exotel finishes the chunk it is playing (at most one); the rest is dropped.
+        dropped: deque[OnAir] = deque()
+        while self._on_air and self._on_air[-1].start > now:
+            dropped.appendleft(self._on_air.pop())
+        playing = max((s.end for s in self._on_air), default=now + self._chunk_secs)
+        self._play_until = min(self._play_until, playing)
+        await self._call_event_handler("on_clear_sent")
+        return list(dropped)
+
+    # -- pause at the caller's first sound -------------------------------------------------
+
+    async def pause(self) -> None:
+        """The caller may have started to speak: Exotel plays out the chunk it is playing and
+        nothing more until ``resume()`` or an interruption.
+
+        The VAD reports speech only after ``start_secs`` (0.2 s), and the caller would hear
+        that much more of the bot over their own voice. Clearing at the first voiced window
+        and keeping what was cleared makes the early guess cost nothing when it is wrong.
+        """
+        now = time.monotonic()
+        if self._paused or self._play_until <= now or not self._sent_since_clear:
+            return  # nothing is playing: nothing to stop
+        queued = [s for s in self._on_air if s.start > now]
+        if not all(s.interruptible for s in queued):
+            return  # audio that must not be interrupted plays on
+        self._paused = True
+        self._unpaused.clear()
+        self._cancel_dry_timer()  # a padded partial chunk now would be a gap on resume
+        self._pause_timer = asyncio.get_running_loop().call_later(PAUSE_MAX_SECS, self.resume)
+        if queued:
+            dropped = await self._clear(now)
+            for item in dropped:
+                if item.mark is not None:
+                    self._pending_marks.pop(item.mark, None)  # re-sent under a new name
+            # Ahead of anything an earlier pause took back that is not yet sent again.
+            self._taken_back.extendleft(reversed(dropped))
+
+    def resume(self) -> None:
+        """It was not speech: send again what ``pause()`` took back, then carry on."""
+        if not self._paused:
+            return
+        self._end_pause()
+        if self._taken_back:
+            self.create_task(self._resend_when_free(), "resend")
+
+    def _end_pause(self) -> None:
+        self._paused = False
+        self._unpaused.set()
+        if self._pause_timer is not None:
+            self._pause_timer.cancel()
+            self._pause_timer = None
+
+    async def _resend_when_free(self) -> None:
+        async with self._write_lock:
+            await self._resend_taken_back()
+            await self._call_event_handler("on_resumed")
+
+    async def _resend_taken_back(self) -> None:
+        while self._taken_back and not self._paused:
+            item = self._taken_back.popleft()
+            if item.mark is not None:
+                await self.send_message(ExotelMarkFrame(message=f"utt-{next(self._mark_ids)}"))
+                continue
+            out = OutputAudioRawFrame(
+                audio=item.audio, sample_rate=self.sample_rate, num_channels=1
+            )
+            if not await self._send_chunk(out, item.interruptible):
+                self._taken_back.clear()
+                return
+            await self.push_frame(out)  # observers see every chunk that went out
+
+    async def _wait_while_paused(self) -> None:
+        """Writers wait out a pause, and send what it took back before anything newer."""
+        while self._paused or self._taken_back:
+            if self._paused:
+                await self._unpaused.wait()
+            else:
+                await self._resend_taken_back()
 
     async def _write_frame(self, frame: Frame) -> bool:
         # Once Exotel has said `stop` the stream is over: nothing more may be sent, even if
@@ -233,22 +349,42 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
     async def _write_audio(self, frame: OutputAudioRawFrame) -> bool:
         if self._client.is_closing or not self._client.is_connected or self._rule is None:
             return False
-        epoch = self._epoch
+        sent = False
         for chunk in compliant_chunks(bytes(frame.audio), self._rule, self.audio_chunk_size):
-            if epoch != self._epoch and frame.interruptible:
-                return True  # interrupted half-way through a long write: drop the rest
+            await self._wait_while_paused()
+            if frame.interruptible and frame.id < self._interrupted_at_id:
+                # Interrupted: drop the rest. A frame none of which went out is not pushed
+                # on as if it had.
+                return sent
             out = OutputAudioRawFrame(audio=chunk, sample_rate=self.sample_rate, num_channels=1)
-            if not await self._write_frame(out):
+            if not await self._send_chunk(out, frame.interruptible):
                 return False
-            self.sent_chunks.append(len(chunk))
-            self._sent_since_clear = True
-            await self._pace(len(chunk) / (2 * self.sample_rate))
+            sent = True
         return True
 
-    async def _pace(self, secs: float) -> None:
-        """Advance the far end's playout clock by what we sent; sleep until it runs low."""
+    async def _send_chunk(self, out: OutputAudioRawFrame, interruptible: bool) -> bool:
+        """Send one compliant chunk, then sleep until Exotel runs low.
+
+        The chunk goes on the playout clock before the write: a pause that comes while the
+        write is under way then takes it back with the rest instead of losing it.
+        """
         now = time.monotonic()
-        self._play_until = max(self._play_until, now) + secs
+        while self._on_air and self._on_air[0].end <= now:
+            self._on_air.popleft()  # played out
+        start = max(self._play_until, now)
+        secs = len(out.audio) / (2 * self.sample_rate)
+        self._on_air.append(OnAir(start, start + secs, out.audio, interruptible=interruptible))
+        self._play_until = start + secs
+        self._sent_since_clear = True
+        if not await self._write_frame(out):
+            return False
+        self.sent_chunks.append(len(out.audio))
+        await self._sleep_until_low()
+        return True
+
+    async def _sleep_until_low(self) -> None:
+        """Sleep until Exotel has ``lead_secs`` left to play; arm the dry-flush timer."""
+        now = time.monotonic()
         self._cancel_dry_timer()
         self._dry_timer = asyncio.get_running_loop().call_later(
             max(0.0, self._play_until - DRY_GUARD_SECS - now), self._flush_before_dry
@@ -263,7 +399,12 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
         """
         self._dry_timer = None
         sender = self._media_senders.get(None)
-        if sender is None or not self._utterance_has_audio or not sender._audio_runs:
+        if (
+            self._paused
+            or sender is None
+            or not self._utterance_has_audio
+            or not sender._audio_runs
+        ):
             return
         if sender._audio_queue.has_frame(OutputAudioRawFrame):
             return  # the next chunk is already on its way
@@ -295,12 +436,17 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
 
     async def cleanup(self) -> None:
         self._cancel_dry_timer()
+        self._end_pause()
         await super().cleanup()
 
     async def stop(self, frame: EndFrame) -> None:
+        # A pause does not outlast the call: what it took back goes out with the rest.
+        self.resume()
         # Let the queue drain (the base class), then give Exotel time to play what it holds
         # before the socket closes: nothing documents it playing audio after a close (§12.18).
         await BaseOutputTransport.stop(self, frame)
+        async with self._write_lock:
+            await self._resend_taken_back()
         self._cancel_dry_timer()
         remaining = self.playout_remaining_secs
         if remaining > 0 and self._client.is_connected and not self._client.is_closing:

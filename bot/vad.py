@@ -34,6 +34,7 @@ from loguru import logger
 from pipecat.audio.utils import exp_smoothing, normalize_value
 from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADParams, VADState
+from pipecat.audio.vad.vad_controller import VADController
 from pipecat.audio.volume import VOLUME_WINDOW_SECS
 
 from bot.silero import SileroBatch, SileroStream, shared_batch, shared_session
@@ -181,3 +182,41 @@ class SharedSileroVADAnalyzer(SileroVADAnalyzer):
             f"{self.quiet_windows} were under the volume floor"
         )
         await super().cleanup()
+
+
+class OnsetReportingVADController(VADController):
+    """Pipecat's VAD controller, plus two events for the first sound of speech.
+
+    Pipecat reports speech once ``start_secs`` of it have been heard. ``on_speech_onset``
+    fires at the first window that sounds like speech (the analyzer's STARTING), and
+    ``on_speech_onset_dismissed`` when the analyzer falls back to QUIET before that (a cough,
+    a click on the line). The call pauses the bot on the first and resumes it on the second.
+    """
+
+    _heard: VADState
+
+    async def _handle_vad(self, audio: bytes, vad_state: VADState) -> VADState:
+        new_state = await self._vad_analyzer.analyze_audio(audio)
+        before, self._heard = self._heard, new_state
+        if before == VADState.QUIET and new_state in (VADState.STARTING, VADState.SPEAKING):
+            await self._call_event_handler("on_speech_onset")
+        elif before == VADState.STARTING and new_state == VADState.QUIET:
+            await self._call_event_handler("on_speech_onset_dismissed")
+        # Pipecat 1.14's VADController._handle_vad from here on.
+        if new_state != vad_state and new_state not in (VADState.STARTING, VADState.STOPPING):
+            if new_state == VADState.SPEAKING:
+                await self._call_event_handler("on_speech_started")
+            elif new_state == VADState.QUIET:
+                await self._call_event_handler("on_speech_stopped")
+            vad_state = new_state
+        return vad_state
+
+
+def report_onsets(controller: VADController) -> OnsetReportingVADController:
+    """Give a controller that Pipecat built (with its handlers wired) the onset events."""
+    controller.__class__ = OnsetReportingVADController
+    assert isinstance(controller, OnsetReportingVADController)
+    controller._heard = VADState.QUIET
+    controller._register_event_handler("on_speech_onset", sync=True)
+    controller._register_event_handler("on_speech_onset_dismissed", sync=True)
+    return controller

@@ -301,6 +301,23 @@ async def test_clear_seen_before_its_vad_frame_goes_to_the_new_turn() -> None:
     assert not call.obs.turns[0].interrupted
 
 
+async def test_pause_clear_just_before_the_onset_estimate_is_that_turns() -> None:
+    """The bot pauses at the first voiced window; VAD start minus start_secs can put the
+    onset a little after that clear. A pause that was not speech is an event and a count."""
+    call = Call()
+    await call.caller_says(1.0, 2.0, "hello", turn_end=2.4)
+    await call.bot_says(2.6, 20)
+    await call.event("on_clear_sent", 3.0)  # a cough: paused, then resumed
+    await call.event("on_resumed", 3.1)
+    await call.event("on_clear_sent", 3.95)  # the caller's first word
+    await call.broadcast(VADUserStartedSpeakingFrame, 4.2, USER, start_secs=0.2)
+    assert [t.interrupted for t in call.obs.turns] == [False, True]
+    assert call.obs.turns[1].clear_latency == 0.0
+    record = call.obs.build_record("caller hung up", "caller")
+    assert [e["type"] for e in record["events"]] == ["clear", "resumed", "clear"]
+    assert call.metrics.registry.get_sample_value("exotel_barge_in_resumes_total") == 1
+
+
 async def test_pause_inside_a_turn_is_one_turn_with_two_speech_segments() -> None:
     call = Call()
     await call.broadcast(VADUserStartedSpeakingFrame, 1.2, USER, start_secs=0.2)
@@ -785,6 +802,6 @@ def test_watch_call_wires_a_session() -> None:
     settings = Settings(openai_api_key="sk-test-123456", call_records_dir=None)
     obs = watch_call(session, settings, template.metrics)
     assert added == [obs] and obs.t0 == 12.5 and obs.records_dir is None
-    assert set(output.handlers) == {"on_mark_sent", "on_mark_echoed", "on_clear_sent"}
+    assert set(output.handlers) == {"on_mark_sent", "on_mark_echoed", "on_clear_sent", "on_resumed"}
     assert set(holding.handlers) == {"on_holding_phrase"}
     assert "sk-test-123456" in obs.redactor.secrets

@@ -7,8 +7,10 @@ wants: a 10 s utterance in odd-sized TTS frames, a DTMF tone, raw audio pushed l
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections import Counter
 
+import numpy as np
 import pytest
 from fastapi import FastAPI, WebSocket
 from pipecat.audio.dtmf.types import KeypadEntry
@@ -16,6 +18,7 @@ from pipecat.frames.frames import (
     BotSpeakingFrame,
     EndFrame,
     Frame,
+    InterruptionFrame,
     OutputAudioRawFrame,
     OutputDTMFUrgentFrame,
     TTSAudioRawFrame,
@@ -57,7 +60,8 @@ class Tally(FrameProcessor):
 
 
 def bot_app(script, results: dict) -> FastAPI:
-    """A bot that plays `script(rate)` (frames, or floats = pauses) then ends the call."""
+    """A bot that plays `script(rate)` then ends the call: frames, floats (a wait) and
+    callables (a call on the output transport)."""
     app = FastAPI()
 
     @app.websocket("/exotel/ws")
@@ -81,6 +85,10 @@ def bot_app(script, results: dict) -> FastAPI:
                 for item in script(rate):
                     if isinstance(item, float):
                         await asyncio.sleep(item)
+                    elif callable(item):  # a call on the output, e.g. pause()
+                        result = item(transport.output())
+                        if inspect.isawaitable(result):
+                            await result
                     else:
                         await worker.queue_frame(item)
                 await worker.queue_frame(EndFrame())
@@ -173,3 +181,69 @@ async def test_short_first_sentence_is_flushed_before_exotel_runs_dry():
     # 0.3 s = one chunk plus a padded one; 1.0 s = five chunks (no tail).
     assert rec.media_sizes == [3200] * 7
     assert len(rec.marks) == 1
+
+
+def numbered_utterance(secs: float, rate: int) -> tuple[list, np.ndarray]:
+    """An utterance whose samples count up from 1 (never 0, the padding): what the caller
+    heard, with the silence taken out, shows every sample lost or played twice."""
+    samples = (np.arange(int(secs * rate)) % 30000 + 1).astype(np.int16)
+    audio = samples.tobytes()
+    frames = [TTSStartedFrame(context_id="n")]
+    for i in range(0, len(audio), 1234):
+        frames.append(TTSAudioRawFrame(audio[i : i + 1234], rate, 1, context_id="n"))
+    return [*frames, TTSStoppedFrame(context_id="n")], samples
+
+
+def pause(output):
+    return output.pause()
+
+
+def resume(output):
+    output.resume()
+
+
+@pytest.mark.parametrize("paused_secs", [0.05, 0.5])
+async def test_pause_then_resume_loses_and_repeats_nothing(paused_secs):
+    """A pause clears what Exotel has queued; the resume sends it again. Whether the resume
+    comes before the chunk playing ends (no gap) or after (a gap), the caller hears every
+    sample once, in order, and the utterance's mark is echoed."""
+    frames, samples = numbered_utterance(2.0, 8000)
+
+    def script(_r: int):
+        return [*frames, 0.9, pause, paused_secs, resume]
+
+    rec, _output, _ = await call_bot(script, 8000)
+    assert rec.violations == []
+    assert len(rec.clears) == 1
+    heard = rec.bot_audio[rec.bot_audio != 0]
+    assert np.array_equal(heard, samples)
+    # 2.0 s = ten chunks; the one or two cleared ones went out twice.
+    assert len(rec.media_sizes) in (11, 12)
+    assert [m.outcome for m in rec.marks] == ["echoed"]
+
+
+async def test_pause_then_interruption_drops_the_rest_with_one_clear():
+    frames, samples = numbered_utterance(2.0, 8000)
+
+    def script(_r: int):
+        return [*frames, 0.9, pause, 0.1, InterruptionFrame()]
+
+    rec, _output, _ = await call_bot(script, 8000)
+    assert rec.violations == []
+    assert len(rec.clears) == 1  # the interruption had nothing more to clear
+    heard = rec.bot_audio[rec.bot_audio != 0]
+    # The start of the utterance, up to the end of the chunk that was playing at the pause.
+    assert 0 < len(heard) < len(samples) and np.array_equal(heard, samples[: len(heard)])
+    assert len(heard) % 1600 == 0 and len(heard) <= 1600 * 6
+    assert rec.marks == []
+
+
+async def test_pause_with_nothing_playing_sends_nothing():
+    frames, samples = numbered_utterance(0.6, 8000)
+
+    def script(_r: int):
+        return [pause, 0.1, *frames, 1.2, pause, 0.1, resume]
+
+    rec, _output, _ = await call_bot(script, 8000)
+    assert rec.clears == []
+    assert np.array_equal(rec.bot_audio[rec.bot_audio != 0], samples)

@@ -10,12 +10,16 @@ import time
 import numpy as np
 import pytest
 from pipecat.audio.vad.silero import SileroVADAnalyzer
-from pipecat.audio.vad.vad_analyzer import VADState
+from pipecat.audio.vad.vad_analyzer import VADParams, VADState
+from pipecat.audio.vad.vad_controller import VADController
 from pipecat.audio.volume import AudioVolumeTracker
+from pipecat.frames.frames import InputAudioRawFrame
 
 from bot.offline import get_offline_models, synthesize
 from bot.silero import SileroBatch, SileroStream, shared_session
-from bot.vad import SharedSileroVADAnalyzer, _energy
+from bot.vad import SharedSileroVADAnalyzer, _energy, report_onsets
+from tests.conftest import EnergyVAD
+from tests.helpers import tone
 
 FRAME = 1600  # Exotel's 100 ms frames at 8 kHz
 
@@ -154,3 +158,33 @@ async def test_a_failed_batch_fails_its_windows_and_the_next_one_runs(monkeypatc
         await asyncio.wait_for(batch.confidence(stream, window, 8000), 5)
     confidence = await asyncio.wait_for(batch.confidence(stream, window, 8000), 5)
     assert 0.0 <= confidence <= 1.0 and batch.runs == 1
+
+
+async def test_onsets_are_reported_and_a_short_sound_is_dismissed():
+    """The controller reports the first voiced window, and its dismissal when the sound stops
+    before start_secs; real speech gets Pipecat's usual start and stop, and no dismissal."""
+
+    # No volume floor: Pipecat's slow-rising volume would hide a short sound altogether.
+    params = VADParams(start_secs=0.1, stop_secs=0.2, confidence=0.5, min_volume=0.0)
+    vad = EnergyVAD(sample_rate=8000, params=params)
+    vad.set_sample_rate(8000)
+    controller = report_onsets(VADController(vad))
+    events: list[str] = []
+    for name in ("on_speech_onset", "on_speech_onset_dismissed"):
+        controller.add_event_handler(name, lambda _c, n=name: events.append(n))
+    for name in ("on_speech_started", "on_speech_stopped"):
+        controller.add_event_handler(name, lambda _c, n=name: events.append(n))
+
+    silence = bytes(3200)
+    cough = tone(0.06, 8000).tobytes()  # 60 ms: under start_secs
+    speech = tone(0.5, 8000).tobytes()
+    for audio in (silence, cough, silence, speech, silence, silence):
+        for i in range(0, len(audio), 320):  # 20 ms frames
+            await controller.process_frame(InputAudioRawFrame(audio[i : i + 320], 8000, 1))
+    assert events == [
+        "on_speech_onset",
+        "on_speech_onset_dismissed",
+        "on_speech_onset",
+        "on_speech_started",
+        "on_speech_stopped",
+    ]
