@@ -20,12 +20,15 @@ Per bot and LLM latency it prints (times are medians unless marked):
 * mid-sentence pauses: turns ended early (the bot committed to answering while the caller
   was still speaking: the first half became a user turn of its own; a withdrawn speculative
   request does not count) and bot audio heard over the caller;
-* barge-in: caller speech onset -> ``clear``, and bot audio heard after the onset.
+* barge-in: caller speech onset -> ``clear``, and bot audio heard after the onset. Where in
+  a 200 ms bot chunk the caller starts decides how much of it plays out, so call k barges in
+  at the k-th of ``--barge-after`` (1.0, 1.05, 1.1, 1.15 s after the answer starts).
 
 Then the goals for ours, each with its ratio to stock and tuned from this run.
 
 Usage: ``.venv/bin/python bench/latency.py [--bots ours,stock,tuned] [--calls 3] [--turns 4]
-[--llm-latencies 0.3,1.5] [--pauses 0.5,0.8]``; writes ``bench/results/latency.json``.
+[--llm-latencies 0.3,1.5] [--pauses 0.5,0.8] [--barge-after 1.0,1.05,1.1,1.15]``; writes
+``bench/results/latency.json``.
 """
 
 from __future__ import annotations
@@ -373,14 +376,17 @@ def _add_audio(
 
 @dataclass(frozen=True)
 class Scripts:
-    """The call script (labels tell the analysis which turn is which) and a short warm-up."""
+    """The call scripts, one per barge-in offset (labels tell the analysis which turn is
+    which), and a short warm-up."""
 
-    call: list
+    calls: list[list]
     warmup: list
 
 
-def build_scripts(turns: int, pauses: list[float]) -> tuple[Scripts, SpokenWords]:
-    """The call's steps, and what the fake STT hears in them."""
+def build_scripts(
+    turns: int, pauses: list[float], barge_after: list[float]
+) -> tuple[Scripts, SpokenWords]:
+    """The calls' steps, and what the fake STT hears in them."""
     clips = caller_speech([*QUESTIONS, BARGE_IN_LINE, PAUSED_LINE, PAUSE_AFTER])
     questions = [clips[QUESTIONS[i % len(QUESTIONS)]] for i in range(turns)]
     sentence, head = clips[PAUSED_LINE], clips[PAUSE_AFTER]
@@ -397,9 +403,16 @@ def build_scripts(turns: int, pauses: list[float]) -> tuple[Scripts, SpokenWords
     script += [
         Say(with_pause(sentence, head, p), gap=0.8, label=f"pause {p:.2f} s") for p in pauses
     ]
-    script += [BargeIn(clips[BARGE_IN_LINE], after_bot_start=1.0, label="barge-in")]
-    script += [WaitForBot(gap=0.3, timeout=20.0), Hangup()]
-    return Scripts(script, conversation(questions[:1])), words
+    calls = [
+        [
+            *script,
+            BargeIn(clips[BARGE_IN_LINE], after_bot_start=after, label="barge-in"),
+            WaitForBot(gap=0.3, timeout=20.0),
+            Hangup(),
+        ]
+        for after in barge_after
+    ]
+    return Scripts(calls, conversation(questions[:1])), words
 
 
 async def one_call(url: str, script: list, timeout: float) -> tuple[ExotelSimulator, CallRecording]:
@@ -424,7 +437,8 @@ async def measure_bot(
             result = Result(bot.name, llm, bot.floor(lat))
             signature = answer_signature(lat)
             for k in range(args.calls):
-                sim, rec = await one_call(url, scripts.call, args.call_timeout)
+                script = scripts.calls[k % len(scripts.calls)]
+                sim, rec = await one_call(url, script, args.call_timeout)
                 ctx = CallContext(bot.name, llm, k, signature)
                 # sim._t0: the recording's timeline origin, on time.monotonic()
                 result.rows += analyse_call(rec, sim._t0, clocks, ctx)
@@ -557,7 +571,7 @@ async def main(args: argparse.Namespace) -> None:
     quiet_logs(args.log_level)
     started = time.monotonic()
     base = FakeLatencies()
-    scripts, words = build_scripts(args.turns, args.pauses)
+    scripts, words = build_scripts(args.turns, args.pauses, args.barge_after)
     clocks = Clocks(RequestClock(base.reply), FinalizeClock(words))
     fakes = FakeProviders(
         deepgram=FakeDeepgram(finalize_latency=base.stt_finalize, transcriber=clocks.stt),
@@ -605,10 +619,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pauses", default="0.5,0.8", help="mid-sentence pauses (s)")
     parser.add_argument("--call-timeout", type=float, default=240.0)
     parser.add_argument("--out", default=str(RESULTS_DIR / "latency.json"))
+    parser.add_argument(
+        "--barge-after",
+        default="1.0,1.05,1.1,1.15",
+        help="barge-in onsets, s after the bot starts its answer; call k takes the k-th. "
+        "Bot audio comes in 200 ms chunks, so 50 ms apart covers where in a chunk the caller "
+        "starts (--calls 4 runs them all)",
+    )
     parser.add_argument("--log-level", default="ERROR")
     args = parser.parse_args(argv)
     args.llm_latencies = parse_floats(args.llm_latencies)
     args.pauses = parse_floats(args.pauses)
+    args.barge_after = parse_floats(args.barge_after)
     return args
 
 
