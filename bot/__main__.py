@@ -12,7 +12,9 @@ from bot.logs import setup_logging
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from bot.memory import limit_malloc_arenas
+    from bot.memory import limit_malloc_arenas, use_system_malloc
+
+    use_system_malloc()  # may replace this process: before anything else is loaded
     from bot.records import configured_secrets
     from bot.server import run_server
 

@@ -7,6 +7,13 @@ collect the cyclic garbage and ask glibc to return free pages to the system.
 
 glibc also gives each thread that allocates its own arena (up to 8 per core), and the VAD
 and worker threads each keep one: capping them at two keeps freed memory in fewer places.
+
+Python's own small-object allocator (pymalloc) is a third place: it returns a 1 MiB arena
+only when every object in it is gone, so a few long-lived objects made during a burst keep
+many arenas (measured after 50 calls: 58 -> 79 arenas for the same bytes, RSS +14 %). The
+server therefore runs with ``PYTHONMALLOC=malloc``, which hands Python's objects to glibc,
+whose free pages the trim returns: +5 % after 50 calls, at no CPU cost measured (1.4 % of a
+core per call against 1.5 %).
 """
 
 from __future__ import annotations
@@ -15,7 +22,10 @@ import asyncio
 import ctypes
 import ctypes.util
 import gc
+import os
+import sys
 import time
+from collections.abc import Mapping
 
 from loguru import logger
 
@@ -48,6 +58,25 @@ def limit_malloc_arenas() -> None:
 def can_trim() -> bool:
     """Free pages can be handed back (glibc); elsewhere only the collection runs."""
     return _malloc_trim is not None
+
+
+def system_malloc_argv(environ: Mapping[str, str] = os.environ) -> list[str] | None:
+    """The command that runs this process again with ``PYTHONMALLOC=malloc``; None if
+    PYTHONMALLOC is set already (whatever its value: the operator's choice) or the trim
+    that makes it worth it is not there."""
+    if "PYTHONMALLOC" in environ or not can_trim():
+        return None
+    return [sys.executable, *sys.orig_argv[1:]]
+
+
+def use_system_malloc() -> None:
+    """Re-run the process on glibc's allocator (see the module's docstring). Call it first
+    thing: the process is replaced (same pid, same arguments), so nothing done before it
+    lasts."""
+    argv = system_malloc_argv()
+    if argv is not None:
+        os.environ["PYTHONMALLOC"] = "malloc"
+        os.execv(sys.executable, argv)
 
 
 # Python's full collection walks every object the calls hold (measured at 50 calls: 70 to

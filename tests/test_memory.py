@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from bot.memory import can_trim, system_malloc_argv
+
 # A fresh interpreter (so the old generation is small, as in a bot just started) keeps 300 000
 # new objects alive, as a ramp of new calls does, and counts the full collections meanwhile.
 GROWING_HEAP = """
@@ -29,3 +31,13 @@ def full_collections(policy: str) -> int:
 def test_a_growing_heap_is_not_walked_again_and_again():
     assert full_collections("default") >= 2  # Python's own thresholds: measured 3
     assert full_collections("ours") == 0
+
+
+def test_the_server_reruns_itself_on_glibc_malloc_unless_told_otherwise():
+    assert system_malloc_argv({"PYTHONMALLOC": "pymalloc"}) is None  # the operator's choice
+    assert system_malloc_argv({"PYTHONMALLOC": "malloc"}) is None  # no second re-run
+    argv = system_malloc_argv({})
+    if can_trim():
+        assert argv == [sys.executable, *sys.orig_argv[1:]]
+    else:
+        assert argv is None

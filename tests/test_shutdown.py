@@ -7,11 +7,13 @@ import os
 import signal
 import socket
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
 
 from bot.fakes import FakeProviders
+from bot.memory import can_trim
 from bot.simulator import CallConfig, ExotelSimulator, Wait, WaitForBot, WaitForBotHangup
 
 
@@ -19,6 +21,12 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def process_environ(pid: int) -> list[bytes] | None:
+    """The environment a process was started (or last exec'd) with, where /proc has it."""
+    path = Path(f"/proc/{pid}/environ")
+    return path.read_bytes().split(b"\0") if path.exists() else None
 
 
 async def wait_healthy(base: str, proc: asyncio.subprocess.Process) -> None:
@@ -55,6 +63,9 @@ async def test_sigterm_drains_then_says_goodbye_and_exits():
         base = f"http://127.0.0.1:{port}"
         try:
             await wait_healthy(base, proc)
+            environ = process_environ(proc.pid)
+            if environ is not None and can_trim():  # re-run on glibc's allocator, same pid
+                assert b"PYTHONMALLOC=malloc" in environ
             sim = ExotelSimulator(CallConfig(url=f"ws://127.0.0.1:{port}/exotel/ws"))
             call = asyncio.create_task(
                 sim.run([WaitForBot(gap=0.2), Wait(0.5), WaitForBotHangup(timeout=20)])
