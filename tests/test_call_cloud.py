@@ -18,6 +18,7 @@ from bot.simulator import (
     WaitForBot,
     WaitForBotHangup,
 )
+from bot.vad import OnsetReportingVADController
 from serializers.exotel import chunk_rule
 from tests.helpers import bot_on_fakes, tone
 
@@ -66,7 +67,10 @@ async def test_conversation_with_barge_in(fakes, rate):
     # Greeting + answer 1 (cut) + answer 2: three utterances, the first and last marked heard.
     echoed = [m for m in rec.marks if m.echoed_at is not None]
     assert len(echoed) >= 2
+    # One clear: the pause at the first voiced window; the interruption had nothing left.
     assert len(rec.clears) == 1
+    controller = session.pipeline.aggregators.user()._vad_controller
+    assert isinstance(controller, OnsetReportingVADController)
 
     # No media of the interrupted answer after the clear: the next media is the next answer,
     # which can only start after the caller's barge-in speech ended.
