@@ -264,9 +264,10 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
         """The caller may have started to speak: Exotel plays out the chunk it is playing and
         nothing more until ``resume()`` or an interruption.
 
-        The VAD reports speech only after ``start_secs`` (0.2 s), and the caller would hear
-        that much more of the bot over their own voice. Clearing at the first voiced window
-        and keeping what was cleared makes the early guess cost nothing when it is wrong.
+        The VAD reports speech only after ``start_secs`` (0.2 s by default), and the caller
+        would hear that much more of the bot over their own voice. Clearing at the first
+        voiced window and keeping what was cleared makes the early guess cost nothing when it
+        is wrong.
         """
         now = time.monotonic()
         if self._paused or self._play_until <= now or not self._sent_since_clear:
@@ -293,6 +294,8 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
         self._end_pause()
         if self._taken_back:
             self.create_task(self._resend_when_free(), "resend")
+        else:
+            self._arm_dry_timer()  # the pause cancelled it; a held partial chunk may need it
 
     def _end_pause(self) -> None:
         self._paused = False
@@ -384,12 +387,14 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
 
     async def _sleep_until_low(self) -> None:
         """Sleep until Exotel has ``lead_secs`` left to play; arm the dry-flush timer."""
-        now = time.monotonic()
+        self._arm_dry_timer()
+        await asyncio.sleep(max(0.0, self._play_until - self._lead_secs - time.monotonic()))
+
+    def _arm_dry_timer(self) -> None:
         self._cancel_dry_timer()
         self._dry_timer = asyncio.get_running_loop().call_later(
-            max(0.0, self._play_until - DRY_GUARD_SECS - now), self._flush_before_dry
+            max(0.0, self._play_until - DRY_GUARD_SECS - time.monotonic()), self._flush_before_dry
         )
-        await asyncio.sleep(max(0.0, self._play_until - self._lead_secs - now))
 
     def _flush_before_dry(self) -> None:
         """Exotel is about to run dry mid-utterance: send the held partial chunk, padded.
