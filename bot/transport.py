@@ -143,8 +143,7 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
         self._dry_timer: asyncio.TimerHandle | None = None
         self._on_air: deque[OnAir] = deque()  # sent, not yet played out
         self._taken_back: deque[OnAir] = deque()  # cleared by a pause, sent again on resume
-        self._paused = False
-        self._unpaused = asyncio.Event()
+        self._unpaused = asyncio.Event()  # cleared while paused; writers wait on it
         self._unpaused.set()
         self._pause_timer: asyncio.TimerHandle | None = None
         self.sent_chunks: list[int] = []  # sizes, for metrics and tests
@@ -275,7 +274,6 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
         queued = [s for s in self._on_air if s.start > now]
         if not all(s.interruptible for s in queued):
             return  # audio that must not be interrupted plays on
-        self._paused = True
         self._unpaused.clear()
         self._cancel_dry_timer()  # a padded partial chunk now would be a gap on resume
         self._pause_timer = asyncio.get_running_loop().call_later(PAUSE_MAX_SECS, self.resume)
@@ -297,8 +295,11 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
         else:
             self._arm_dry_timer()  # the pause cancelled it; a held partial chunk may need it
 
+    @property
+    def _paused(self) -> bool:
+        return not self._unpaused.is_set()
+
     def _end_pause(self) -> None:
-        self._paused = False
         self._unpaused.set()
         if self._pause_timer is not None:
             self._pause_timer.cancel()
@@ -445,8 +446,9 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
         await super().cleanup()
 
     async def stop(self, frame: EndFrame) -> None:
-        # A pause does not outlast the call: what it took back goes out with the rest.
-        self.resume()
+        # A pause does not outlast the call: writers go on, and what it took back goes out
+        # with the rest (below, if no writer sent it first).
+        self._end_pause()
         # Let the queue drain (the base class), then give Exotel time to play what it holds
         # before the socket closes: nothing documents it playing audio after a close (§12.18).
         await BaseOutputTransport.stop(self, frame)
