@@ -18,6 +18,7 @@ from pipecat.frames.frames import (
     BotSpeakingFrame,
     EndFrame,
     Frame,
+    InputAudioRawFrame,
     InterruptionFrame,
     OutputAudioRawFrame,
     OutputDTMFUrgentFrame,
@@ -52,10 +53,13 @@ class Tally(FrameProcessor):
     def __init__(self) -> None:
         super().__init__()
         self.counts: Counter[type] = Counter()
+        self.caller_audio = bytearray()
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
         self.counts[type(frame)] += 1
+        if isinstance(frame, InputAudioRawFrame):
+            self.caller_audio += frame.audio
         await self.push_frame(frame, direction)
 
 
@@ -100,16 +104,30 @@ def bot_app(script, results: dict) -> FastAPI:
         await runner.run()
         results["output"] = transport.output()
         results["after_output"] = tally.counts
+        results["caller_audio"] = bytes(tally.caller_audio)
+        results["audio_task"] = transport.input()._audio_task
 
     return app
 
 
-async def call_bot(script, rate: int):
-    results: dict = {}
+async def call_bot(script, rate: int, results: dict | None = None, **config):
+    results = {} if results is None else results
     async with serving(bot_app(script, results)) as base:
         url = base.replace("http", "ws") + f"/exotel/ws?sample-rate={rate}"
-        rec = await ExotelSimulator(CallConfig(url=url)).run([WaitForBotHangup(timeout=30)])
+        sim = ExotelSimulator(CallConfig(url=url, **config))
+        rec = await sim.run([WaitForBotHangup(timeout=30)])
     return rec, results["output"], results["after_output"]
+
+
+async def test_caller_audio_goes_on_from_the_receive_loop_whole_and_in_order():
+    """No audio queue and task of Pipecat's between the socket and the next processor, and
+    the caller's line noise arrives sample for sample."""
+    results: dict = {}
+    rec, _output, _after = await call_bot(lambda r: [1.5], 8000, results, noise_rms=300.0)
+    heard = np.frombuffer(results["caller_audio"], np.int16)
+    assert results["audio_task"] is None
+    assert len(heard) >= 1.2 * 8000
+    assert np.array_equal(heard, rec.caller_audio[: len(heard)])
 
 
 def test_compliant_chunks_pad_and_split():
