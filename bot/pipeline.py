@@ -14,7 +14,7 @@ from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
 from pipecat.audio.vad.vad_analyzer import VADParams
 from pipecat.audio.vad.vad_controller import VADController
 from pipecat.frames.frames import Frame, InputAudioRawFrame
-from pipecat.observers.base_observer import BaseObserver, FrameProcessed
+from pipecat.observers.base_observer import BaseObserver, FrameProcessed, FramePushed
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.pipeline.worker_observer import WorkerObserver
@@ -69,12 +69,21 @@ class CallerAudioEndsHere(LLMUserAggregator):
 
 
 class PushesOnlyUnlessAsked(WorkerObserver):
-    """Pipecat's observer hub, except that processed frames go only to observers that read them.
+    """Pipecat's observer hub, except that frames go only to observers that read them.
 
     The hub queues every frame a processor processes, as well as every frame it pushes, to
     each observer's task. The call's observer (bot.records) reads pushes only, so the
-    processed half was a queue hop per frame per processor for nothing.
+    processed half was a queue hop per frame per processor for nothing. Of the pushes, an
+    observer with a ``wants(data)`` method gets only those it wants: it ignored most of
+    them (caller audio, bot audio before the output, speaking ticks).
     """
+
+    async def on_push_frame(self, data: FramePushed) -> None:
+        for observer in self._observers:
+            wants = getattr(observer, "wants", None)
+            if wants is None or wants(data):
+                await super().on_push_frame(data)
+                return
 
     async def on_process_frame(self, data: FrameProcessed) -> None:
         # A plain loop: this runs for every frame every processor takes in.

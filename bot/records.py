@@ -352,12 +352,25 @@ class CallObserver(BaseObserver):
 
     async def on_push_frame(self, data: FramePushed) -> None:
         """One dict lookup per frame; most frames (audio in, tokens, speaking ticks) stop here."""
-        kind = type(data.frame)
+        handler = self._handler(type(data.frame))
+        if handler is not None:
+            handler(data)
+
+    def wants(self, data: FramePushed) -> bool:
+        """Whether ``on_push_frame`` would act on this push. The call's observer hub
+        (bot.pipeline) asks first and queues only these, so caller audio, speaking ticks and
+        bot audio on its way to the output never reach this observer's queue."""
+        if self._handler(type(data.frame)) is None:
+            return False
+        if isinstance(data.frame, OutputAudioRawFrame):
+            return self._is_output(data.source)  # counted as it leaves the output only
+        return True
+
+    def _handler(self, kind: type) -> Handler | None:
         handler = self._dispatch.get(kind, _UNRESOLVED)
         if handler is _UNRESOLVED:
             handler = self._resolve(kind)
-        if handler is not None:
-            handler(data)
+        return handler
 
     def _resolve(self, kind: type) -> Handler | None:
         """The handler for a frame type (or its nearest handled base), cached per type."""

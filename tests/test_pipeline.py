@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from types import SimpleNamespace
 
 import pytest
-from pipecat.frames.frames import TextFrame
+from pipecat.frames.frames import OutputAudioRawFrame, TextFrame
 from pipecat.observers.base_observer import BaseObserver, FrameProcessed, FramePushed
 from pipecat.pipeline.worker_observer import WorkerObserver
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
@@ -48,6 +49,31 @@ async def test_processed_frames_are_queued_only_for_observers_that_read_them():
     hub.add_observer(ReadsBoth())
     await hub.on_process_frame(data)
     assert queued == [data]
+
+
+class WantsText(ReadsPushes):
+    def wants(self, data: FramePushed) -> bool:
+        return isinstance(data.frame, TextFrame)
+
+
+async def test_pushes_are_queued_only_if_an_observer_wants_them():
+    hub = WorkerObserver(observers=[WantsText()])
+    hub.__class__ = PushesOnlyUnlessAsked
+    queued: list = []
+
+    class Queue:
+        async def put(self, data) -> None:
+            queued.append(data)
+
+    hub._proxies = {hub._observers[0]: SimpleNamespace(queue=Queue(), observer=hub._observers[0])}
+    source, dest = FrameProcessor(), FrameProcessor()
+    text = FramePushed(source, dest, TextFrame("hi"), FrameDirection.DOWNSTREAM, 0)
+    audio = FramePushed(
+        source, dest, OutputAudioRawFrame(bytes(320), 8000, 1), FrameDirection.DOWNSTREAM, 0
+    )
+    await hub.on_push_frame(audio)
+    await hub.on_push_frame(text)
+    assert queued == [text]
 
 
 def test_cloud_services_share_one_tls_context(monkeypatch):

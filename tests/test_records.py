@@ -414,6 +414,21 @@ async def test_frames_it_does_not_need_are_resolved_once_to_nothing() -> None:
     assert call.obs.build_record(None, None)["turns"] == []
 
 
+def test_it_wants_only_the_pushes_it_reads(tmp_path: Path) -> None:
+    """The call's observer hub asks before queueing a push (bot.pipeline)."""
+    call = Call()
+
+    def push(frame: Frame, source: StubProcessor) -> FramePushed:
+        return FramePushed(source, StubProcessor("next"), frame, DOWN, 0)
+
+    caller = InputAudioRawFrame(bytes(1600), RATE, 1)
+    assert not call.obs.wants(push(caller, INPUT))  # no recording: caller audio unread
+    assert not call.obs.wants(push(TTSAudioRawFrame(bytes(CHUNK), RATE, 1), TTS))
+    assert call.obs.wants(push(OutputAudioRawFrame(bytes(CHUNK), RATE, 1), call.output))
+    assert call.obs.wants(push(TranscriptionFrame("hi", "caller", "now"), STT))
+    assert Call(tmp_path, record_audio=True).obs.wants(push(caller, INPUT))  # recorded
+
+
 async def test_observer_in_a_real_pipeline_uses_push_times() -> None:
     """Through Pipecat's worker: first pushes only, times from the pipeline clock."""
     info = Call().info
