@@ -13,18 +13,19 @@ from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
 from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
 from pipecat.audio.vad.vad_analyzer import VADParams
 from pipecat.audio.vad.vad_controller import VADController
-from pipecat.frames.frames import Frame, InputAudioRawFrame
+from pipecat.frames.frames import Frame, InputAudioRawFrame, OutputAudioRawFrame
 from pipecat.observers.base_observer import BaseObserver, FrameProcessed, FramePushed
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.pipeline.worker_observer import WorkerObserver
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.aggregators.llm_response_universal import (
+    LLMAssistantAggregator,
     LLMContextAggregatorPair,
     LLMUserAggregator,
     LLMUserAggregatorParams,
 )
-from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.processors.frame_processor import FrameCallback, FrameDirection, FrameProcessor
 from pipecat.turns.user_start import (
     TranscriptionUserTurnStartStrategy,
     VADUserTurnStartStrategy,
@@ -66,6 +67,29 @@ class CallerAudioEndsHere(LLMUserAggregator):
         if direction == FrameDirection.DOWNSTREAM and isinstance(frame, InputAudioRawFrame):
             return
         await super().push_frame(frame, direction)
+
+
+class BotAudioEndsHere(LLMAssistantAggregator):
+    """Pipecat's assistant aggregator, except that the bot's audio goes no further.
+
+    The output transport pushes every chunk it has written on downstream, where the call's
+    records see it leave. The aggregator after it, last in the pipeline, reads text and turn
+    frames only, yet each chunk took two of its loop steps and the pipeline sink's.
+    """
+
+    async def queue_frame(
+        self,
+        frame: Frame,
+        direction: FrameDirection = FrameDirection.DOWNSTREAM,
+        callback: FrameCallback | None = None,
+    ) -> None:
+        if (
+            direction == FrameDirection.DOWNSTREAM
+            and callback is None
+            and isinstance(frame, OutputAudioRawFrame)
+        ):
+            return
+        await super().queue_frame(frame, direction, callback)
 
 
 class PushesOnlyUnlessAsked(WorkerObserver):
@@ -184,6 +208,7 @@ def build_call_pipeline(
     # The pair builds its own user aggregator and wires the assistant half to it; changing
     # the class (it adds no state) keeps that wiring.
     aggregators.user().__class__ = CallerAudioEndsHere
+    aggregators.assistant().__class__ = BotAudioEndsHere
     if aggregators.user()._vad_controller is not None:
         aggregators.user()._vad_controller._speech_activity_period = USER_SPEAKING_TICK_SECS
         if s.barge_in_pause:

@@ -10,10 +10,12 @@ import pytest
 from pipecat.frames.frames import OutputAudioRawFrame, TextFrame
 from pipecat.observers.base_observer import BaseObserver, FrameProcessed, FramePushed
 from pipecat.pipeline.worker_observer import WorkerObserver
+from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.processors.aggregators.llm_response_universal import LLMContextAggregatorPair
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from bot.config import Settings
-from bot.pipeline import PushesOnlyUnlessAsked
+from bot.pipeline import BotAudioEndsHere, PushesOnlyUnlessAsked
 from bot.providers import REGISTRY, ProviderContext
 from bot.tls import shared_tls_context
 
@@ -74,6 +76,25 @@ async def test_pushes_are_queued_only_if_an_observer_wants_them():
     await hub.on_push_frame(audio)
     await hub.on_push_frame(text)
     assert queued == [text]
+
+
+async def test_bot_audio_stops_at_the_assistant_aggregator():
+    """Chunks the output pushed on are not queued for the aggregator; its text frames are."""
+    context = LLMContext()
+    assistant = LLMContextAggregatorPair(context).assistant()
+    assistant.__class__ = BotAudioEndsHere
+    queued: list = []
+
+    async def put(item) -> None:
+        queued.append(item[0])
+
+    assistant._FrameProcessor__input_queue.put = put
+    chunk = OutputAudioRawFrame(bytes(3200), 8000, 1)
+    text = TextFrame("hello")
+    await assistant.queue_frame(chunk)
+    await assistant.queue_frame(text)
+    await assistant.queue_frame(chunk, FrameDirection.UPSTREAM)
+    assert queued == [text, chunk]
 
 
 def test_cloud_services_share_one_tls_context(monkeypatch):
