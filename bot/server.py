@@ -307,6 +307,8 @@ def run_server(settings: Settings, host: str, port: int) -> None:
         host=host,
         port=port,
         log_level="warning",
+        # uvloop (a dependency) where it installs, asyncio's own loop elsewhere.
+        loop="auto",
         # A PaaS router terminates TLS and forwards; trust its X-Forwarded-* headers.
         proxy_headers=True,
         forwarded_allow_ips="*",
