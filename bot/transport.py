@@ -20,6 +20,9 @@ adds (§1.8 c):
 * a partial chunk held mid-utterance (a short first sentence, the next one still in the TTS)
   is sent padded just before Exotel would run dry: a pause between sentences, not a gap
   inside the audio stream.
+
+The input side is Pipecat's, except that caller audio goes on from the receive loop
+(``ExotelInputTransport``).
 """
 
 from __future__ import annotations
