@@ -513,6 +513,7 @@ class ExotelTransport(FastAPIWebsocketTransport):
             self, self._client, self._params, name=self._output_name
         )
         self._client.send = self._send_or_drop  # type: ignore[method-assign]
+        self._client._on_close_done = self._log_close_outcome  # type: ignore[method-assign]
         self._websocket = websocket
 
     async def _send_or_drop(self, data: str | bytes) -> None:
@@ -530,6 +531,21 @@ class ExotelTransport(FastAPIWebsocketTransport):
                 await self._websocket.send_text(data)
         except Exception as e:
             logger.debug(f"send dropped, the caller hung up: {e.__class__.__name__}")
+
+    def _log_close_outcome(self, task: asyncio.Task) -> None:
+        """How our close of the socket ended (the done callback of Pipecat's close task).
+
+        Pipecat logs any failure as an ERROR. The usual one is the caller hanging up while
+        our close was under way (uvicorn's ``ClientDisconnected``, an OSError with no text):
+        an ordinary end of call, so DEBUG. Anything else stays an ERROR, with its class.
+        """
+        if task.cancelled() or task.exception() is None:
+            return
+        e = task.exception()
+        if isinstance(e, OSError):
+            logger.debug(f"socket closed by the caller as we closed it: {e.__class__.__name__}")
+        else:
+            logger.error(f"closing the call's socket failed: {e.__class__.__name__}: {e}")
 
     def input(self) -> ExotelInputTransport:
         return self._input

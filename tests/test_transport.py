@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections import Counter
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -30,12 +31,14 @@ from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.workers.runner import WorkerRunner
+from uvicorn.protocols.utils import ClientDisconnected
 
 from bot.call import read_handshake
 from bot.localserver import serving
 from bot.simulator import CallConfig, ExotelSimulator, WaitForBotHangup
 from bot.transport import ExotelTransport, compliant_chunks, exotel_params
 from serializers.exotel import ExotelFrameSerializer, chunk_rule
+from tests.callkit import captured_logs
 from tests.helpers import tone
 
 
@@ -265,3 +268,21 @@ async def test_pause_with_nothing_playing_sends_nothing():
     rec, _output, _ = await call_bot(script, 8000)
     assert rec.clears == []
     assert np.array_equal(rec.bot_audio[rec.bot_audio != 0], samples)
+
+
+async def test_a_hang_up_during_our_close_is_not_an_error():
+    """The caller hanging up while our close is under way is logged at DEBUG; any other
+    failure to close stays an ERROR."""
+    transport = ExotelTransport(SimpleNamespace(), ExotelFrameSerializer("MZ1", sample_rate=8000))
+
+    async def fail(e: Exception) -> None:
+        raise e
+
+    with captured_logs("DEBUG") as lines:
+        for e in (ClientDisconnected(), RuntimeError("boom")):
+            task = asyncio.create_task(fail(e))
+            await asyncio.wait({task})
+            transport._client._on_close_done(task)
+    errors = [line.message for line in lines if line.level == "ERROR"]
+    assert errors == ["closing the call's socket failed: RuntimeError: boom"]
+    assert any(line.level == "DEBUG" and "ClientDisconnected" in line.message for line in lines)
