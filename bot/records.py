@@ -351,7 +351,8 @@ class CallObserver(BaseObserver):
     # -- hot path --------------------------------------------------------------------------
 
     async def on_push_frame(self, data: FramePushed) -> None:
-        """One dict lookup per frame; most frames (audio in, tokens, speaking ticks) stop here."""
+        """One dict lookup per frame. The hub has left out the pushes ``wants`` declines;
+        with another hub, most frames (audio in, tokens, speaking ticks) stop here."""
         handler = self._handler(type(data.frame))
         if handler is not None:
             handler(data)

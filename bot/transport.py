@@ -495,7 +495,7 @@ class ExotelInputTransport(FastAPIWebsocketInputTransport):
 
 
 class ExotelTransport(FastAPIWebsocketTransport):
-    """FastAPIWebsocketTransport with the Exotel output path plugged in."""
+    """FastAPIWebsocketTransport with the Exotel input and output halves plugged in."""
 
     def __init__(
         self,
@@ -539,9 +539,9 @@ class ExotelTransport(FastAPIWebsocketTransport):
         our close was under way (uvicorn's ``ClientDisconnected``, an OSError with no text):
         an ordinary end of call, so DEBUG. Anything else stays an ERROR, with its class.
         """
-        if task.cancelled() or task.exception() is None:
+        e = None if task.cancelled() else task.exception()
+        if e is None:
             return
-        e = task.exception()
         if isinstance(e, OSError):
             logger.debug(f"socket closed by the caller as we closed it: {e.__class__.__name__}")
         else:
