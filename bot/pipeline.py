@@ -97,9 +97,10 @@ class PushesOnlyUnlessAsked(WorkerObserver):
 
     The hub queues every frame a processor processes, as well as every frame it pushes, to
     each observer's task. The call's observer (bot.records) reads pushes only, so the
-    processed half was a queue hop per frame per processor for nothing. Of the pushes, an
-    observer with a ``wants(data)`` method gets only those it wants: it ignored most of
-    them (caller audio, bot audio before the output, speaking ticks).
+    processed half was a queue hop per frame per processor for nothing. A push is queued
+    only if some observer wants it: one with a ``wants(data)`` method is asked, one without
+    wants everything. The call's observer ignored most pushes (caller audio, bot audio
+    before the output, speaking ticks); with it alone, those are no longer queued at all.
     """
 
     async def on_push_frame(self, data: FramePushed) -> None:
