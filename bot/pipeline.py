@@ -32,10 +32,13 @@ from pipecat.turns.user_start import (
 )
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
+from bot import pipecat_fixes
 from bot.providers import ProviderChoice, ProviderContext
 from bot.transport import ExotelOutputTransport, ExotelTransport
 from bot.turns import PatientSpeechTimeoutStopStrategy, SpeculativeSpeechTimeoutStopStrategy
 from bot.vad import SharedSileroVADAnalyzer, report_onsets
+
+pipecat_fixes.apply()
 
 END_CALL_TOOL = FunctionSchema(
     name="end_call",
