@@ -123,34 +123,56 @@ _openai_ids = itertools.count()
 
 @functools.cache
 def _closing_openai_service() -> type:
+    from openai import APITimeoutError, AsyncOpenAI
     from pipecat.services.openai.llm import OpenAILLMService
+    from pipecat.utils.types import assert_given
+
+    from bot.openai_stream import aiohttp_client, open_chunk_stream
 
     class ClosingOpenAILLMService(OpenAILLMService):
-        """OpenAILLMService that closes its HTTP client when the call ends, and builds it on
-        the process's TLS context (bot.tls).
+        """OpenAILLMService that closes its HTTP client when the call ends, builds it on the
+        process's TLS context (bot.tls), and streams replies cheaply (bot.openai_stream).
 
         Pipecat never closes it, so every call that made a request left a pooled
         connection open until the server dropped it (found by tests/test_hangups.py).
         """
 
         def create_client(self, api_key=None, base_url=None, **kwargs):
-            # Pipecat's own create_client, with the shared TLS context.
-            from openai import AsyncOpenAI, DefaultAsyncHttpxClient
-            from pipecat.utils.http import connection_limits
-
+            # Pipecat's own create_client, on aiohttp and the shared TLS context.
             return AsyncOpenAI(
                 api_key=api_key,
                 base_url=base_url,
                 organization=kwargs.get("organization"),
                 project=kwargs.get("project"),
-                http_client=DefaultAsyncHttpxClient(
-                    verify=shared_tls_context(),
-                    limits=connection_limits(
-                        max_keepalive_connections=100, max_connections=1000, keepalive_expiry=None
-                    ),
+                http_client=aiohttp_client(
+                    shared_tls_context(),
+                    max_keepalive_connections=100,
+                    max_connections=1000,
+                    keepalive_expiry=None,
                 ),
                 default_headers=kwargs.get("default_headers"),
             )
+
+        async def get_chat_completions(self, context):
+            """Pipecat's ``get_chat_completions`` (1.14) step for step, except that the
+            chunks come from ``open_chunk_stream`` instead of ``chat.completions.create``."""
+            adapter = self.get_llm_adapter()
+            self._log_llm_response(context)
+            params_from_context = await adapter.get_llm_invocation_params(
+                context,
+                system_instruction=assert_given(self._settings.system_instruction),
+                convert_developer_to_user=not self.supports_developer_role,
+            )
+            params = self.build_chat_completion_params(params_from_context)
+            if not self._retry_on_timeout:
+                return await open_chunk_stream(self._client, params)
+            try:
+                return await asyncio.wait_for(
+                    open_chunk_stream(self._client, params), timeout=self._retry_timeout_secs
+                )
+            except (TimeoutError, APITimeoutError):
+                logger.debug(f"{self}: Retrying chat completion due to timeout")
+                return await open_chunk_stream(self._client, params)
 
         async def cleanup(self) -> None:
             await super().cleanup()

@@ -67,6 +67,7 @@ from bot.fakes import (
     ToolCall,
     synthesize_speech,
 )
+from bot.providers import _closing_openai_service
 
 SR = 8000
 FrameT = TypeVar("FrameT", bound=Frame)
@@ -168,9 +169,17 @@ def deepgram(fake: FakeDeepgram, api_key: str = DEFAULT_DEEPGRAM_KEY) -> Deepgra
     return DeepgramSTTService(api_key=api_key, base_url=fake.base_url)
 
 
-def openai_llm(fake: FakeOpenAI, api_key: str = DEFAULT_OPENAI_KEY) -> OpenAILLMService:
+# Every OpenAI test runs on Pipecat's own service and on ours (its own stream reading,
+# bot/openai_stream.py): the two must behave the same against the same server.
+OPENAI_SERVICES = pytest.mark.parametrize("llm_class", ["pipecat", "ours"])
+
+
+def openai_llm(
+    fake: FakeOpenAI, llm_class: str, api_key: str = DEFAULT_OPENAI_KEY
+) -> OpenAILLMService:
+    service = OpenAILLMService if llm_class == "pipecat" else _closing_openai_service()
     settings = OpenAILLMService.Settings(model="gpt-4.1-mini")
-    return OpenAILLMService(api_key=api_key, base_url=fake.base_url, settings=settings)
+    return service(api_key=api_key, base_url=fake.base_url, settings=settings)
 
 
 def cartesia(
@@ -299,10 +308,11 @@ async def test_deepgram_hang_accepts_audio_but_never_answers() -> None:
 # --------------------------------------------------------------------------------------------
 
 
-async def test_openai_streams_scripted_reply_with_usage() -> None:
+@OPENAI_SERVICES
+async def test_openai_streams_scripted_reply_with_usage(llm_class: str) -> None:
     reply = "We are open from nine to five. Anything else?"
     async with FakeOpenAI(replies=[reply], first_token_latency=0.01, inter_token_delay=0) as fake:
-        async with Harness(openai_llm(fake)) as h:
+        async with Harness(openai_llm(fake, llm_class)) as h:
             await h.send(LLMContextFrame(user_context("when are you open?")))
             await h.until(lambda: h.of(LLMFullResponseEndFrame))
 
@@ -315,7 +325,8 @@ async def test_openai_streams_scripted_reply_with_usage() -> None:
     assert not h.errors
 
 
-async def test_openai_tool_call_reply_invokes_registered_function() -> None:
+@OPENAI_SERVICES
+async def test_openai_tool_call_reply_invokes_registered_function(llm_class: str) -> None:
     calls: list[FunctionCallParams] = []
 
     async def end_call(params: FunctionCallParams) -> None:
@@ -330,7 +341,7 @@ async def test_openai_tool_call_reply_invokes_registered_function() -> None:
     )
     reply = ToolCall("end_call", {"reason": "caller said goodbye"})
     async with FakeOpenAI(replies=[reply], first_token_latency=0.01) as fake:
-        llm = openai_llm(fake)
+        llm = openai_llm(fake, llm_class)
         llm.register_function("end_call", end_call)
         async with Harness(llm) as h:
             await h.send(LLMContextFrame(user_context("bye", ToolsSchema([schema]))))
@@ -343,14 +354,15 @@ async def test_openai_tool_call_reply_invokes_registered_function() -> None:
     assert not h.of(LLMTextFrame)
 
 
-async def test_openai_wrong_key_and_models_endpoint() -> None:
+@OPENAI_SERVICES
+async def test_openai_wrong_key_and_models_endpoint(llm_class: str) -> None:
     async with FakeOpenAI(first_token_latency=0) as fake:
         client = AsyncOpenAI(api_key=DEFAULT_OPENAI_KEY, base_url=fake.base_url)
         models = [m.id async for m in client.models.list()]
         with pytest.raises(AuthenticationError):
             await AsyncOpenAI(api_key="wrong", base_url=fake.base_url).models.list()
 
-        llm = openai_llm(fake, api_key="wrong")
+        llm = openai_llm(fake, llm_class, api_key="wrong")
         async with Harness(llm) as h:
             await h.send(LLMContextFrame(user_context("hi")))
             await h.until(lambda: h.errors)
@@ -360,10 +372,11 @@ async def test_openai_wrong_key_and_models_endpoint() -> None:
     assert "401" in h.errors[0].error and not llm.is_usable
 
 
-async def test_openai_refuse_once_is_retried_by_the_sdk() -> None:
+@OPENAI_SERVICES
+async def test_openai_refuse_once_is_retried_by_the_sdk(llm_class: str) -> None:
     async with FakeOpenAI(replies=["recovered"], first_token_latency=0) as fake:
         fake.set_fault("refuse", times=1)
-        async with Harness(openai_llm(fake)) as h:
+        async with Harness(openai_llm(fake, llm_class)) as h:
             await h.send(LLMContextFrame(user_context("hi")))
             await h.until(lambda: h.of(LLMFullResponseEndFrame))
 
@@ -371,10 +384,11 @@ async def test_openai_refuse_once_is_retried_by_the_sdk() -> None:
     assert len(fake.requests) == 2 and not h.errors  # the 503 never reached Pipecat
 
 
-async def test_openai_error_midstream_reports_after_partial_text() -> None:
+@OPENAI_SERVICES
+async def test_openai_error_midstream_reports_after_partial_text(llm_class: str) -> None:
     async with FakeOpenAI(replies=["one two three four five"], first_token_latency=0) as fake:
         fake.set_fault("error_midstream", after=2)
-        async with Harness(openai_llm(fake)) as h:
+        async with Harness(openai_llm(fake, llm_class)) as h:
             await h.send(LLMContextFrame(user_context("count")))
             await h.until(lambda: h.of(LLMFullResponseEndFrame))
 
@@ -383,10 +397,11 @@ async def test_openai_error_midstream_reports_after_partial_text() -> None:
     assert h.service.is_usable  # a server error is transient
 
 
-async def test_openai_hang_never_answers_and_stop_does_not_hang() -> None:
+@OPENAI_SERVICES
+async def test_openai_hang_never_answers_and_stop_does_not_hang(llm_class: str) -> None:
     fake = await FakeOpenAI().start()
     fake.fault = "hang"
-    async with Harness(openai_llm(fake)) as h:
+    async with Harness(openai_llm(fake, llm_class)) as h:
         await h.send(LLMContextFrame(user_context("hello?")))
         await h.until(lambda: fake.requests)
         await asyncio.sleep(0.3)

@@ -1,0 +1,75 @@
+"""Reading a streamed chat completion: SSE framing, lenient chunks, errors mid-stream.
+
+The whole path against the fake server runs in tests/test_fakes.py, on Pipecat's service and
+ours side by side; these are the cases a well-behaved server never sends.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
+
+import httpx2
+import pytest
+from openai import APIError
+
+from bot.openai_stream import _chunk, _sse_data
+
+CHUNK = {
+    "id": "chatcmpl-1",
+    "object": "chat.completion.chunk",
+    "created": 1,
+    "model": "m",
+    "choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": None}],
+}
+RESPONSE = SimpleNamespace(http_request=httpx2.Request("POST", "http://127.0.0.1/v1"))
+
+
+async def lines(*items: str) -> AsyncIterator[str]:
+    for item in items:
+        yield item
+
+
+async def events(*items: str) -> list[str]:
+    return [data async for data in _sse_data(lines(*items))]
+
+
+async def test_each_event_is_its_data_lines_joined() -> None:
+    got = await events(
+        ": keep-alive comment",
+        "event: message",
+        'data: {"a":',
+        "data:1}",
+        "",
+        "",
+        "data: [DONE]",
+    )
+    assert got == ['{"a":\n1}', "[DONE]"]  # the last event ends with the stream
+
+
+def test_a_chunk_that_fits_the_schema_is_validated() -> None:
+    chunk = _chunk(json.dumps(CHUNK), RESPONSE)
+    assert chunk.choices[0].delta.content == "Hi"
+    assert chunk.usage is None
+
+
+def test_a_chunk_off_the_schema_is_still_read_as_the_sdk_reads_it() -> None:
+    odd = {**CHUNK, "choices": [{"delta": {"content": "Hi"}, "finish_reason": "eos"}]}
+    odd["x_provider"] = {"latency": 3}
+    chunk = _chunk(json.dumps(odd), RESPONSE)
+    assert chunk.choices[0].delta.content == "Hi"
+    assert chunk.choices[0].finish_reason == "eos"
+    assert chunk.x_provider == {"latency": 3}
+
+
+def test_an_error_event_raises_the_sdks_api_error() -> None:
+    with pytest.raises(APIError, match="overloaded"):
+        _chunk(json.dumps({"error": {"message": "overloaded", "type": "server_error"}}), RESPONSE)
+    with pytest.raises(APIError, match="An error occurred during streaming"):
+        _chunk(json.dumps({"error": "yes"}), RESPONSE)
+
+
+def test_data_that_is_not_json_raises() -> None:
+    with pytest.raises(json.JSONDecodeError):
+        _chunk("{not json", RESPONSE)
