@@ -160,6 +160,33 @@ async def test_a_failed_batch_fails_its_windows_and_the_next_one_runs(monkeypatc
     assert 0.0 <= confidence <= 1.0 and batch.runs == 1
 
 
+async def test_windows_of_busy_calls_wait_to_share_a_run_and_a_lone_call_never_waits(
+    monkeypatch,
+):
+    waits: list[float] = []
+    sleep = time.sleep
+    monkeypatch.setattr("bot.silero.time.sleep", lambda secs: waits.append(secs) or sleep(secs))
+    # A long gather, so the second window surely arrives within it even on a slow machine.
+    batch = SileroBatch(gather_secs=0.3)
+    one, two = SileroStream(shared_session()), SileroStream(shared_session())
+    window = line_noise(0.032, 3000)
+
+    for _ in range(3):  # one call alone: every window runs at once
+        await asyncio.wait_for(batch.confidence(one, window, 8000), 5)
+    assert waits == [] and batch.runs == 3
+
+    await asyncio.wait_for(batch.confidence(two, window, 8000), 5)  # a second call is heard
+    runs = batch.runs
+
+    async def later(stream: SileroStream) -> float:
+        await asyncio.sleep(0.02)
+        return await batch.confidence(stream, window, 8000)
+
+    await asyncio.wait_for(asyncio.gather(batch.confidence(one, window, 8000), later(two)), 5)
+    assert waits == [0.3]
+    assert batch.runs == runs + 1  # both windows in one run
+
+
 async def test_onsets_are_reported_and_a_short_sound_is_dismissed():
     """The controller reports the first voiced window, and its dismissal when the sound stops
     before start_secs; real speech gets Pipecat's usual start and stop, and no dismissal."""
