@@ -1,14 +1,14 @@
 """Speed fixes to Pipecat 1.14 internals, applied once at import of the pipeline.
 
-Each one changes how often Pipecat computes something, never what it computes; each is
-measured in bench/ and checked against the original in tests/test_pipecat_fixes.py.
+Each one changes how often Pipecat computes something, never what it computes, and is checked
+against the original in tests/test_pipecat_fixes.py.
 
 * ``TextSegment.is_transformed`` is computed once per segment. Pipecat reads it two or three
   times for every word the TTS reports as spoken, and each read folds the whole segment (a
   sentence) to letters and digits one character at a time, so a sentence of n words cost
-  O(n²) character folds. With Cartesia's word timestamps that was ~0.3 ms per spoken word on
-  the event loop. The segment is a frozen dataclass and the property reads only its two
-  texts, so the first answer stays right.
+  O(n²) character folds: 38 µs a read for a sentence of 22 words, ~0.1 ms of the event loop
+  per spoken word with Cartesia's word timestamps. The segment is a frozen dataclass and the
+  property reads only its two texts, so the first answer stays right.
 """
 
 from __future__ import annotations
