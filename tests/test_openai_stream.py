@@ -14,7 +14,7 @@ import httpx2
 import pytest
 from openai import APIError
 
-from bot.openai_stream import _chunk, _sse_data
+from bot.openai_stream import _chunk, _sse_data, messages_as_given
 
 CHUNK = {
     "id": "chatcmpl-1",
@@ -73,3 +73,19 @@ def test_an_error_event_raises_the_sdks_api_error() -> None:
 def test_data_that_is_not_json_raises() -> None:
     with pytest.raises(json.JSONDecodeError):
         _chunk("{not json", RESPONSE)
+
+
+def test_messages_travel_in_extra_body_and_a_callers_own_still_wins() -> None:
+    history = [{"role": "user", "content": "hi"}]
+    params = {"model": "m", "messages": history, "stream": True}
+    sent = messages_as_given(params)
+    assert sent == {
+        "model": "m",
+        "messages": [],
+        "stream": True,
+        "extra_body": {"messages": history},
+    }
+    assert params["messages"] is history  # the caller's dict is left alone
+
+    theirs = {**params, "extra_body": {"messages": ["theirs"], "top_k": 5}}
+    assert messages_as_given(theirs)["extra_body"] == {"messages": ["theirs"], "top_k": 5}
