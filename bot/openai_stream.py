@@ -20,6 +20,8 @@ Together, per reply: ~22 ms became ~8 ms (0.36x) with 7 messages in the request,
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import ssl
 from collections.abc import AsyncIterator
@@ -31,6 +33,7 @@ from pipecat.utils.http import connection_limits
 from pydantic import ValidationError
 
 DONE = "[DONE]"
+DRAIN_SECS = 0.1  # the SDK's wait for the end of the body after [DONE]
 
 
 def aiohttp_client(tls: ssl.SSLContext, **limits: Any) -> DefaultAioHttpClient:
@@ -75,9 +78,11 @@ class ChunkStream:
         return self._chunks()
 
     async def _chunks(self) -> AsyncIterator[ChatCompletionChunk]:
+        events = _sse_data(self._response.iter_lines())
         try:
-            async for data in _sse_data(self._response.iter_lines()):
+            async for data in events:
                 if data.startswith(DONE):
+                    await _read_to_end(events)
                     break
                 yield _chunk(data, self._response)
         finally:
@@ -85,6 +90,16 @@ class ChunkStream:
 
     async def close(self) -> None:
         await self._response.close()
+
+
+async def _read_to_end(events: AsyncIterator[str]) -> None:
+    """Read what follows ``[DONE]``, normally only the end of the body, so the connection is
+    kept for the next request; closing a body not read to its end closes the connection. As
+    the SDK does, give up after a short wait: the end should come at once."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(DRAIN_SECS):
+            async for _ in events:
+                pass
 
 
 async def _sse_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:

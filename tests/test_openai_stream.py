@@ -6,6 +6,7 @@ ours side by side; these are the cases a well-behaved server never sends.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
@@ -14,7 +15,8 @@ import httpx2
 import pytest
 from openai import APIError
 
-from bot.openai_stream import _chunk, _sse_data, messages_as_given
+from bot import openai_stream
+from bot.openai_stream import ChunkStream, _chunk, _sse_data, messages_as_given
 
 CHUNK = {
     "id": "chatcmpl-1",
@@ -89,3 +91,49 @@ def test_messages_travel_in_extra_body_and_a_callers_own_still_wins() -> None:
 
     theirs = {**params, "extra_body": {"messages": ["theirs"], "top_k": 5}}
     assert messages_as_given(theirs)["extra_body"] == {"messages": ["theirs"], "top_k": 5}
+
+
+class LinesResponse:
+    """An AsyncAPIResponse stand-in: its body as lines, then ``tail`` after the [DONE]."""
+
+    def __init__(self, tail) -> None:
+        self.http_request = RESPONSE.http_request
+        self.read_after_done: list[str] = []
+        self.closed = False
+        self._tail = tail
+
+    async def iter_lines(self) -> AsyncIterator[str]:
+        for line in (f"data: {json.dumps(CHUNK)}", "", "data: [DONE]", ""):
+            yield line
+        async for line in self._tail():
+            self.read_after_done.append(line)
+            yield line
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+async def test_the_body_is_read_to_its_end_after_done_so_the_connection_is_kept() -> None:
+    async def end_of_body() -> AsyncIterator[str]:
+        yield ""
+
+    response = LinesResponse(end_of_body)
+    chunks = [c async for c in ChunkStream(response)]  # type: ignore[arg-type]
+    assert [c.choices[0].delta.content for c in chunks] == ["Hi"]
+    assert response.read_after_done == [""] and response.closed
+
+
+async def test_a_body_that_never_ends_after_done_is_closed_after_a_short_wait(monkeypatch) -> None:
+    monkeypatch.setattr(openai_stream, "DRAIN_SECS", 0.05)
+
+    async def hangs() -> AsyncIterator[str]:
+        await asyncio.Event().wait()
+        yield ""
+
+    response = LinesResponse(hangs)
+    chunks = await asyncio.wait_for(_collect(ChunkStream(response)), 5)  # type: ignore[arg-type]
+    assert len(chunks) == 1 and response.closed
+
+
+async def _collect(stream: ChunkStream) -> list:
+    return [c async for c in stream]
