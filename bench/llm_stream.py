@@ -30,7 +30,7 @@ from pipecat.processors.aggregators.llm_context import LLMContext  # noqa: E402
 from pipecat.services.openai.llm import OpenAILLMService  # noqa: E402
 
 from bot.fakes import DEFAULT_OPENAI_KEY, FakeOpenAI  # noqa: E402
-from bot.providers import _closing_openai_service  # noqa: E402
+from bot.providers import openai_service_class  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "llm_stream.json"
 REPLY = (
@@ -92,7 +92,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         "pipecat": OpenAILLMService(
             api_key=DEFAULT_OPENAI_KEY, base_url=fake.base_url, settings=settings
         ),
-        "ours": _closing_openai_service()(
+        "ours": openai_service_class()(
             api_key=DEFAULT_OPENAI_KEY, base_url=fake.base_url, settings=settings
         ),
     }

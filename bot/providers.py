@@ -122,7 +122,8 @@ _openai_ids = itertools.count()
 
 
 @functools.cache
-def _closing_openai_service() -> type:
+def openai_service_class() -> type:
+    """Our OpenAI LLM service class (built on first use: the cloud SDKs load only if used)."""
     from openai import APITimeoutError, AsyncOpenAI
     from pipecat.services.openai.llm import OpenAILLMService
     from pipecat.utils.types import assert_given
@@ -186,7 +187,7 @@ def _openai(ctx: ProviderContext) -> FrameProcessor:
     from pipecat.services.openai.llm import OpenAILLMService
 
     s = ctx.settings
-    service = _closing_openai_service()
+    service = openai_service_class()
     llm = service(
         # Named like the stock service so logs and metric labels read the same.
         name=f"OpenAILLMService#{next(_openai_ids)}",

@@ -67,7 +67,7 @@ from bot.fakes import (
     ToolCall,
     synthesize_speech,
 )
-from bot.providers import _closing_openai_service
+from bot.providers import openai_service_class
 
 SR = 8000
 FrameT = TypeVar("FrameT", bound=Frame)
@@ -177,7 +177,7 @@ OPENAI_SERVICES = pytest.mark.parametrize("llm_class", ["pipecat", "ours"])
 def openai_llm(
     fake: FakeOpenAI, llm_class: str, api_key: str = DEFAULT_OPENAI_KEY
 ) -> OpenAILLMService:
-    service = OpenAILLMService if llm_class == "pipecat" else _closing_openai_service()
+    service = OpenAILLMService if llm_class == "pipecat" else openai_service_class()
     settings = OpenAILLMService.Settings(model="gpt-4.1-mini")
     return service(api_key=api_key, base_url=fake.base_url, settings=settings)
 
