@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import sys
+
 import pytest
 from pipecat.utils.context import text_segment_map
 from pipecat.utils.context.text_segment_map import TextSegment
@@ -42,3 +45,66 @@ def test_is_transformed_is_worked_out_once_per_segment(monkeypatch) -> None:
     assert segment == TextSegment("We are open until six.", "We are open until six.", 0, 22)
     other = TextSegment("$5", "five dollars", 0, 2)
     assert other.is_transformed and not segment.is_transformed
+
+
+# -- asyncio.wait_for without a task (Python 3.11) -------------------------------------------
+
+wait_for = pipecat_fixes.wait_for_in_task
+
+
+async def test_wait_for_awaits_in_the_callers_task() -> None:
+    async def which_task() -> asyncio.Task | None:
+        await asyncio.sleep(0)
+        return asyncio.current_task()
+
+    assert await wait_for(which_task(), 1.0) is asyncio.current_task()
+    assert await wait_for(which_task(), None) is asyncio.current_task()
+
+
+async def test_wait_for_times_out_after_cancelling_the_awaitable() -> None:
+    cancelled = asyncio.Event()
+
+    async def slow() -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    with pytest.raises(TimeoutError):
+        await wait_for(slow(), 0.01)
+    assert cancelled.is_set()
+
+    future = asyncio.get_running_loop().create_future()
+    with pytest.raises(TimeoutError):
+        await wait_for(future, 0.01)
+    assert future.cancelled()
+
+
+async def test_wait_for_cancelled_cancels_the_awaitable() -> None:
+    future = asyncio.get_running_loop().create_future()
+    waiter = asyncio.create_task(wait_for(future, 10))
+    await asyncio.sleep(0.01)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert future.cancelled()
+
+
+async def test_wait_for_with_no_time_left_never_starts_a_coroutine() -> None:
+    started = False
+
+    async def work() -> None:
+        nonlocal started
+        started = True
+
+    with pytest.raises(TimeoutError):
+        await wait_for(work(), 0)
+    assert not started
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="3.12's wait_for is already this one")
+def test_apply_replaces_asyncio_wait_for_on_python_3_11() -> None:
+    pipecat_fixes.apply()
+    assert asyncio.wait_for is wait_for
+    assert asyncio.tasks.wait_for is wait_for
