@@ -13,6 +13,11 @@ calls a loud window arrives every ~1.6 ms), so while more than one call is being
 thread waits ``gather_secs`` (4 ms) after the first window of a run for others to join it. A
 lone call never waits.
 
+A call asks for all of a buffer's windows that need the model in one request (an Exotel
+frame of 100 ms is three windows at 8 kHz): the thread is woken once for them, and the call
+once with their answers. They run in order, one per run, since each window's state is the
+output of the one before.
+
 It also keeps the model out of the event loop's way. When each call's buffer went to a pool
 of two threads, at 50 calls a buffer waited ~16 ms for a free thread, ~7 ms inside it for the
 GIL and ~14 ms for the loop to pick the result up again. One thread that drains everything
@@ -24,8 +29,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections import defaultdict
-from dataclasses import dataclass
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
 from importlib import resources
 
 import numpy as np
@@ -65,12 +70,15 @@ class SileroStream(SileroOnnxModel):
 
 
 @dataclass
-class _Window:
+class _Request:
+    """One stream's next windows, judged in order, with one future for all of them."""
+
     stream: SileroStream
-    audio: bytes  # one window of 16-bit PCM: 256 samples at 8 kHz, 512 at 16 kHz
+    windows: list[bytes]  # each 16-bit PCM: 256 samples at 8 kHz, 512 at 16 kHz
     sample_rate: int
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
+    results: list[float | BaseException] = field(default_factory=list)
 
 
 # How long a run waits for other calls' windows once more than one call is being judged, and
@@ -86,24 +94,35 @@ class SileroBatch:
         self._session_factory = session_factory
         self.gather_secs = gather_secs
         self._last_judged: dict[int, float] = {}  # id(stream) -> when (thread only)
-        self._pending: list[_Window] = []
+        self._pending: list[_Request] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self.runs = 0  # model runs
         self.windows = 0  # windows judged in them
 
-    async def confidence(self, stream: SileroStream, audio: bytes, sample_rate: int) -> float:
-        """The model's speech confidence for this stream's next window."""
+    async def confidences(
+        self, stream: SileroStream, windows: list[bytes], sample_rate: int
+    ) -> list[float | BaseException]:
+        """The model's speech confidence for each of this stream's next windows, in order; a
+        window whose run failed gets the exception instead. One wake of the caller for all
+        of them: a 100 ms frame is three windows at 8 kHz."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         with self._lock:
-            self._pending.append(_Window(stream, audio, sample_rate, future, loop))
+            self._pending.append(_Request(stream, list(windows), sample_rate, future, loop))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._serve, name="silero", daemon=True)
                 self._thread.start()
         self._wake.set()
         return await future
+
+    async def confidence(self, stream: SileroStream, audio: bytes, sample_rate: int) -> float:
+        """The model's speech confidence for this stream's next window."""
+        (result,) = await self.confidences(stream, [audio], sample_rate)
+        if isinstance(result, BaseException):
+            raise result
+        return result
 
     def _serve(self) -> None:
         session = self._session_factory()
@@ -118,8 +137,8 @@ class SileroBatch:
                 judged = self._judge(session, pending)
             except Exception as e:  # never let the thread die: every call's VAD waits on it
                 judged = defaultdict(list)
-                for w in pending:
-                    judged[w.loop].append((w.future, e))
+                for r in pending:
+                    judged[r.loop].append((r.future, e))
             for loop, results in judged.items():
                 try:
                     loop.call_soon_threadsafe(_deliver, results)
@@ -133,33 +152,43 @@ class SileroBatch:
         self._last_judged = recent
         return len(recent) > 1
 
-    def _judge(self, session: onnxruntime.InferenceSession, pending: list[_Window]) -> dict:
-        """Every pending window's result, grouped by the event loop that waits for it."""
-        results: dict[asyncio.AbstractEventLoop, list] = defaultdict(list)
+    def _judge(self, session: onnxruntime.InferenceSession, pending: list[_Request]) -> dict:
+        """Every pending request's results, grouped by the event loop that waits for them."""
         now = time.monotonic()
-        for w in pending:
-            self._last_judged[id(w.stream)] = now
-        while pending:
-            batch, pending = _one_per_stream(pending)
-            for rate in {w.sample_rate for w in batch}:
-                same_rate = [w for w in batch if w.sample_rate == rate]
+        for r in pending:
+            self._last_judged[id(r.stream)] = now
+        # A window's state is the output of its stream's window before it, so a run takes at
+        # most one window per stream, each stream's in the order they came.
+        queues: dict[int, deque[tuple[_Request, bytes]]] = {}
+        for r in pending:
+            queues.setdefault(id(r.stream), deque()).extend((r, w) for w in r.windows)
+        while queues:
+            batch = [queue.popleft() for queue in queues.values()]
+            queues = {k: queue for k, queue in queues.items() if queue}
+            for rate in {r.sample_rate for r, _ in batch}:
+                same_rate = [(r, w) for r, w in batch if r.sample_rate == rate]
                 outcomes = self._run(session, same_rate, rate)
-                for window, outcome in zip(same_rate, outcomes, strict=True):
-                    results[window.loop].append((window.future, outcome))
+                for (r, _), outcome in zip(same_rate, outcomes, strict=True):
+                    r.results.append(outcome)
+        results: dict[asyncio.AbstractEventLoop, list] = defaultdict(list)
+        for r in pending:
+            results[r.loop].append((r.future, r.results))
         return results
 
     def _run(
-        self, session: onnxruntime.InferenceSession, batch: list[_Window], rate: int
+        self,
+        session: onnxruntime.InferenceSession,
+        batch: list[tuple[_Request, bytes]],
+        rate: int,
     ) -> list[float | BaseException]:
         """One model run over ``batch``; each stream's state moves on one window."""
         samples, context = (512, 64) if rate == 16000 else (256, 32)
+        streams = [r.stream for r, _ in batch]
         try:
-            audio = np.frombuffer(b"".join(w.audio for w in batch), np.int16)
+            audio = np.frombuffer(b"".join(w for _, w in batch), np.int16)
             audio = audio.reshape(len(batch), samples).astype(np.float32) / 32768.0
-            x = np.concatenate(
-                [np.stack([_context(w.stream, rate, context) for w in batch]), audio], 1
-            )
-            state = np.concatenate([w.stream._state for w in batch], axis=1)
+            x = np.concatenate([np.stack([_context(s, rate, context) for s in streams]), audio], 1)
+            state = np.concatenate([s._state for s in streams], axis=1)
             out, state = session.run(
                 None, {"input": x, "state": state, "sr": np.array(rate, dtype="int64")}
             )
@@ -167,10 +196,10 @@ class SileroBatch:
             return [e] * len(batch)
         self.runs += 1
         self.windows += len(batch)
-        for i, w in enumerate(batch):
-            w.stream._state = state[:, i : i + 1].copy()
-            w.stream._context = x[i : i + 1, -context:].copy()
-            w.stream._last_sr, w.stream._last_batch_size = rate, 1
+        for i, stream in enumerate(streams):
+            stream._state = state[:, i : i + 1].copy()
+            stream._context = x[i : i + 1, -context:].copy()
+            stream._last_sr, stream._last_batch_size = rate, 1
         return [float(c) for c in out[:, 0]]
 
 
@@ -182,17 +211,7 @@ def _context(stream: SileroStream, rate: int, size: int) -> np.ndarray:
     return stream._context[0]
 
 
-def _one_per_stream(pending: list[_Window]) -> tuple[list[_Window], list[_Window]]:
-    """A stream's windows depend on each other's state: at most one of them per batch."""
-    seen: set[int] = set()
-    batch, later = [], []
-    for w in pending:
-        (later if id(w.stream) in seen else batch).append(w)
-        seen.add(id(w.stream))
-    return batch, later
-
-
-def _deliver(results: list[tuple[asyncio.Future, float | BaseException]]) -> None:
+def _deliver(results: list[tuple[asyncio.Future, list | BaseException]]) -> None:
     for future, result in results:
         if future.done():
             continue  # its call was cancelled meanwhile

@@ -50,6 +50,12 @@ def _energy(audio: bytes) -> float:
     return float(np.dot(samples, samples))
 
 
+def _energies(audio: bytes, count: int) -> list[float]:
+    """``_energy`` of each of ``count`` equal windows, in one pass."""
+    samples = np.frombuffer(audio, np.int16).astype(np.float64).reshape(count, -1)
+    return np.einsum("ij,ij->i", samples, samples).tolist()
+
+
 class SharedSileroVADAnalyzer(SileroVADAnalyzer):
     """SileroVADAnalyzer without a per-call model load or thread: the model's windows go to
     the process's batch (bot/silero.py), and the rest runs on the event loop."""
@@ -74,35 +80,60 @@ class SharedSileroVADAnalyzer(SileroVADAnalyzer):
 
     async def analyze_audio(self, buffer: bytes) -> VADState:
         """Pipecat's ``VADAnalyzer._run_analyzer`` (1.14) step for step, except that the
-        model's confidence is awaited from the batch instead of computed on a thread."""
+        model's confidences come from the batch, every loud window of the buffer at once."""
         self._vad_buffer += buffer
         size = self._vad_frames_num_bytes
-        if len(self._vad_buffer) < size:
+        count = len(self._vad_buffer) // size
+        if count == 0:
             return self._vad_state
-        while len(self._vad_buffer) >= size:
-            window = self._vad_buffer[:size]
-            self._vad_buffer = self._vad_buffer[size:]
-            # The volume first, so a window under the floor never reaches the model.
-            volume = self._measure_volume(window)
-            confidence = await self._window_confidence(window, volume)
-            self._prev_volume = volume
+        audio = self._vad_buffer[: count * size]
+        self._vad_buffer = self._vad_buffer[count * size :]
+        windows = [audio[i : i + size] for i in range(0, len(audio), size)]
+        # The volumes first (the model's answers do not change them), so windows under the
+        # floor never reach the model and the rest go to it in one request.
+        volumes = []
+        for window, energy in zip(windows, _energies(audio, count), strict=True):
+            self._prev_volume = self._measure_volume(window, energy)
+            volumes.append(self._prev_volume)
+        loud = [i for i, volume in enumerate(volumes) if volume >= self._params.min_volume]
+        judged = await self._judge(windows, loud)
+        for i, volume in enumerate(volumes):
+            confidence, reset = self._window_confidence(judged.get(i))
+            if reset and (later := [j for j in loud if j > i]):
+                # Pipecat resets the model between two windows; the later ones were judged
+                # on the state from before the reset (rare: it needs clear non-speech).
+                judged.update(await self._judge(windows, later))
             self._step(confidence >= self._params.confidence and volume >= self._params.min_volume)
         self._settle()
         return self._vad_state
 
-    async def _window_confidence(self, window: bytes, volume: float) -> float:
-        if volume < self._params.min_volume:
-            self.quiet_windows += 1
-            self._maybe_reset_model(0.0)  # keep Pipecat's reset schedule counting
-            return 0.0
-        self.model_windows += 1
+    async def _judge(self, windows: list[bytes], which: list[int]) -> dict:
+        """The model's answers for ``windows[i]``, i in ``which``, in order."""
+        if not which:
+            return {}
         try:
-            confidence = await self._batch.confidence(self._model, window, self.sample_rate)
-        except Exception as e:  # as Pipecat: a window that fails counts as no speech
-            logger.error(f"Error analyzing audio with Silero VAD: {e}")
-            return 0.0
+            answers = await self._batch.confidences(
+                self._model, [windows[i] for i in which], self.sample_rate
+            )
+        except Exception as e:  # the whole run failed: each window failed
+            answers = [e] * len(which)
+        return dict(zip(which, answers, strict=True))
+
+    def _window_confidence(self, answer: float | BaseException | None) -> tuple[float, bool]:
+        """A window's confidence (``answer`` None: under the floor, not judged), and whether
+        Pipecat's reset schedule reset the model's state after it."""
+        if answer is None:
+            self.quiet_windows += 1
+            return 0.0, self._count_towards_reset(0.0)  # keep the schedule counting
+        self.model_windows += 1
+        if isinstance(answer, BaseException):  # as Pipecat: a failed window is no speech
+            logger.error(f"Error analyzing audio with Silero VAD: {answer}")
+            return 0.0, False
+        return answer, self._count_towards_reset(answer)
+
+    def _count_towards_reset(self, confidence: float) -> bool:
         self._maybe_reset_model(confidence)
-        return confidence
+        return self._windows_since_reset == 0
 
     def _step(self, speaking: bool) -> None:
         """One window's move through Pipecat's states."""
@@ -144,11 +175,10 @@ class SharedSileroVADAnalyzer(SileroVADAnalyzer):
         windows = math.ceil(VOLUME_WINDOW_SECS * self.sample_rate / self.num_frames_required())
         self._recent_energy = deque(maxlen=windows)
 
-    def _measure_volume(self, audio: bytes) -> float:
+    def _measure_volume(self, audio: bytes, energy: float) -> float:
         """Pipecat's smoothed volume, except that it rises at once and never exceeds this
-        window's own level."""
+        window's own level. ``energy`` is the window's (``_energy``)."""
         self._volume_tracker.update(audio, self.sample_rate)
-        energy = _energy(audio)
         volume = self._loudness_upper_bound(energy)
         if volume >= self._params.min_volume:
             volume = self._volume_tracker.volume  # the real loudness, only when it matters

@@ -160,6 +160,17 @@ async def test_a_failed_batch_fails_its_windows_and_the_next_one_runs(monkeypatc
     assert 0.0 <= confidence <= 1.0 and batch.runs == 1
 
 
+async def test_a_failed_request_counts_as_no_speech_and_the_call_goes_on(monkeypatch):
+    analyzer = SharedSileroVADAnalyzer(sample_rate=8000, params=VADParams(min_volume=0.1))
+
+    async def broken(*args):
+        raise RuntimeError("the batch thread is gone")
+
+    monkeypatch.setattr(analyzer._batch, "confidences", broken)
+    assert set(await states(analyzer, line_noise(1.0, 3000))) == {VADState.QUIET}
+    assert analyzer.model_windows > 15  # loud windows were asked for, and failed
+
+
 async def test_windows_of_busy_calls_wait_to_share_a_run_and_a_lone_call_never_waits(
     monkeypatch,
 ):
@@ -185,6 +196,64 @@ async def test_windows_of_busy_calls_wait_to_share_a_run_and_a_lone_call_never_w
     await asyncio.wait_for(asyncio.gather(batch.confidence(one, window, 8000), later(two)), 5)
     assert waits == [0.3]
     assert batch.runs == runs + 1  # both windows in one run
+
+
+async def test_a_streams_windows_in_one_request_move_its_state_as_one_by_one():
+    batch = SileroBatch()
+    together, apart = SileroStream(shared_session()), SileroStream(shared_session())
+    other = SileroStream(shared_session())  # another call's window, in the same runs
+    windows = [line_noise(0.032, level) for level in (300, 3000, 30)]
+
+    answers = await asyncio.wait_for(
+        asyncio.gather(
+            batch.confidences(together, windows, 8000), batch.confidence(other, windows[1], 8000)
+        ),
+        5,
+    )
+    one_by_one = [await batch.confidence(apart, w, 8000) for w in windows]
+
+    assert answers[0] == one_by_one
+    assert np.array_equal(together._state, apart._state)
+    assert np.array_equal(together._context, apart._context)
+
+
+async def test_a_buffer_is_one_request_and_a_reset_inside_it_is_honoured(monkeypatch):
+    """Loud line noise: over the volume floor, so the model judges it, and not speech, so
+    Pipecat's reset schedule resets the model every 2 s, mostly between two windows of one
+    100 ms buffer. The later windows are judged again: the answers are those of an analyzer
+    fed one window at a time."""
+    noise = line_noise(4.5, 3000)
+    heard: dict[str, list[float]] = {}
+    requests: dict[str, int] = {}
+    resets: dict[str, int] = {}
+    judged: dict[str, int] = {}
+    for name, frame in (("by window", 512), ("by buffer", FRAME)):
+        analyzer = SharedSileroVADAnalyzer(sample_rate=8000, params=VADParams(min_volume=0.1))
+        heard[name], requests[name], resets[name] = [], 0, 0
+        count_towards_reset = analyzer._count_towards_reset
+        confidences = analyzer._batch.confidences
+
+        def note(confidence, name=name, count=count_towards_reset):
+            heard[name].append(confidence)
+            reset = count(confidence)
+            resets[name] += reset
+            return reset
+
+        async def request(*args, name=name, confidences=confidences):
+            requests[name] += 1
+            return await confidences(*args)
+
+        monkeypatch.setattr(analyzer, "_count_towards_reset", note)
+        monkeypatch.setattr(analyzer._batch, "confidences", request)
+        await states(analyzer, noise, frame)
+        monkeypatch.undo()
+        judged[name] = analyzer.model_windows
+
+    assert heard["by buffer"] == heard["by window"]
+    assert len(heard["by window"]) > 130 and max(heard["by window"]) < 0.1
+    assert resets["by buffer"] == resets["by window"] == 2
+    assert requests["by window"] == judged["by window"] > 120  # one per window
+    assert requests["by buffer"] <= len(noise) // FRAME + 2  # one per buffer (+ 2 resets)
 
 
 async def test_onsets_are_reported_and_a_short_sound_is_dismissed():
