@@ -104,17 +104,67 @@ def _secret(value: Any) -> str:
 # -- cloud ------------------------------------------------------------------------------------
 
 
-@register("stt", "deepgram", label="Deepgram speech-to-text", key="deepgram_api_key")
-def _deepgram(ctx: ProviderContext) -> FrameProcessor:
+_deepgram_ids = itertools.count()
+
+
+@functools.cache
+def deepgram_service_class() -> type:
+    """Our Deepgram STT service class (built on first use, like the OpenAI one)."""
+    from pipecat.frames.frames import Frame, InputAudioRawFrame
+    from pipecat.processors.frame_processor import FrameCallback, FrameDirection
     from pipecat.services.deepgram.stt import DeepgramSTTService
 
+    class DirectAudioDeepgramSTTService(DeepgramSTTService):
+        """Pipecat's Deepgram STT, except that caller audio is sent from the task that
+        pushes it (the receive loop) while the service has nothing else in hand.
+
+        Pipecat queues each audio frame for the service's input task, whose work is one
+        websocket send and a push to the next processor: a loop step per 100 ms of caller
+        audio. Any other frame queued or in hand, or the service not yet started, and the
+        audio waits in the queue behind it as before.
+        """
+
+        async def queue_frame(
+            self,
+            frame: Frame,
+            direction: FrameDirection = FrameDirection.DOWNSTREAM,
+            callback: FrameCallback | None = None,
+        ) -> None:
+            if (
+                isinstance(frame, InputAudioRawFrame)
+                and direction == FrameDirection.DOWNSTREAM
+                and callback is None
+                and self._idle()
+            ):
+                # Pipecat's own per-frame step: event handlers, process_frame, errors.
+                await self._FrameProcessor__process_frame(frame, direction, None)
+                return
+            await super().queue_frame(frame, direction, callback)
+
+        def _idle(self) -> bool:
+            """Started, not stopping or paused, and every queued frame processed."""
+            return (
+                self._FrameProcessor__input_frame_task is not None
+                and not self._cancelling
+                and not self._FrameProcessor__should_block_system_frames
+                and self._FrameProcessor__input_queue._unfinished_tasks == 0
+            )
+
+    return DirectAudioDeepgramSTTService
+
+
+@register("stt", "deepgram", label="Deepgram speech-to-text", key="deepgram_api_key")
+def _deepgram(ctx: ProviderContext) -> FrameProcessor:
     share_tls_in_deepgram_sdk()
     s = ctx.settings
-    return DeepgramSTTService(
+    service = deepgram_service_class()
+    return service(
+        # Named like the stock service so logs and metric labels read the same.
+        name=f"DeepgramSTTService#{next(_deepgram_ids)}",
         api_key=_secret(s.deepgram_api_key),
         base_url=s.deepgram_base_url or "",
         sample_rate=ctx.in_rate,
-        settings=DeepgramSTTService.Settings(model=s.deepgram_model, language=s.bot_language),
+        settings=service.Settings(model=s.deepgram_model, language=s.bot_language),
     )
 
 

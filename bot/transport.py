@@ -474,8 +474,9 @@ class ExotelInputTransport(FastAPIWebsocketInputTransport):
     is no audio filter), and on Python 3.11 that task's ``wait_for`` with a timeout starts a
     task of its own per frame: four loop steps per 100 ms of caller audio, a tenth of a
     call's. Pushing from the receive loop puts the frame in the next processor's queue as
-    that task did, so the receive loop never waits on the STT or the VAD. With an audio
-    filter set, Pipecat's task runs as before.
+    that task did (our Deepgram service, when idle, sends it on at once: bot.providers), so
+    the receive loop never waits on the VAD. With an audio filter set, Pipecat's task runs
+    as before.
     """
 
     def _create_audio_task(self) -> None:

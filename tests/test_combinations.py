@@ -17,7 +17,7 @@ from bot.scripted import load_knowledge
 pytestmark = pytest.mark.models  # the offline providers load the real (shared) models
 
 SERVICE_CLASS = {
-    "deepgram": "DeepgramSTTService",
+    "deepgram": "DirectAudioDeepgramSTTService",
     "whisper": "LocalWhisperSTT",
     "openai": "ClosingOpenAILLMService",
     "scripted": "ScriptedResponder",

@@ -67,7 +67,7 @@ from bot.fakes import (
     ToolCall,
     synthesize_speech,
 )
-from bot.providers import openai_service_class
+from bot.providers import deepgram_service_class, openai_service_class
 
 SR = 8000
 FrameT = TypeVar("FrameT", bound=Frame)
@@ -165,8 +165,16 @@ async def say(h: Harness, seconds: float) -> None:
     await h.send(VADUserStoppedSpeakingFrame(stop_secs=0.2))
 
 
-def deepgram(fake: FakeDeepgram, api_key: str = DEFAULT_DEEPGRAM_KEY) -> DeepgramSTTService:
-    return DeepgramSTTService(api_key=api_key, base_url=fake.base_url)
+def deepgram(
+    fake: FakeDeepgram, stt_class: str, api_key: str = DEFAULT_DEEPGRAM_KEY
+) -> DeepgramSTTService:
+    service = DeepgramSTTService if stt_class == "pipecat" else deepgram_service_class()
+    return service(api_key=api_key, base_url=fake.base_url)
+
+
+# Every Deepgram test runs on Pipecat's own service and on ours (caller audio sent from the
+# pushing task while the service is idle): the two must behave the same.
+DEEPGRAM_SERVICES = pytest.mark.parametrize("stt_class", ["pipecat", "ours"])
 
 
 # Every OpenAI test runs on Pipecat's own service and on ours (its own stream reading,
@@ -214,9 +222,10 @@ def fast_deepgram_retry(monkeypatch: pytest.MonkeyPatch) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-async def test_deepgram_finalize_returns_scripted_then_fallback_transcript() -> None:
+@DEEPGRAM_SERVICES
+async def test_deepgram_finalize_returns_scripted_then_fallback_transcript(stt_class: str) -> None:
     async with FakeDeepgram(transcripts=["what are your opening hours"]) as fake:
-        async with Harness(deepgram(fake)) as h:
+        async with Harness(deepgram(fake, stt_class)) as h:
             await say(h, 0.5)
             await h.until(lambda: h.of(TranscriptionFrame))
             await say(h, 1.0)
@@ -234,7 +243,8 @@ async def test_deepgram_finalize_returns_scripted_then_fallback_transcript() -> 
     assert conn.results[0]["from_finalize"] and conn.results[0]["metadata"]["model_info"]
 
 
-async def test_deepgram_custom_transcriber_and_interims() -> None:
+@DEEPGRAM_SERVICES
+async def test_deepgram_custom_transcriber_and_interims(stt_class: str) -> None:
     seen: list[tuple[int, int]] = []
 
     def transcriber(audio: bytes, sample_rate: int) -> str:
@@ -242,7 +252,7 @@ async def test_deepgram_custom_transcriber_and_interims() -> None:
         return "one two three four"
 
     async with FakeDeepgram(transcriber=transcriber, interim_interval=0.1) as fake:
-        async with Harness(deepgram(fake)) as h:
+        async with Harness(deepgram(fake, stt_class)) as h:
             await say(h, 0.4)
             await h.until(lambda: h.of(TranscriptionFrame))
 
@@ -252,9 +262,10 @@ async def test_deepgram_custom_transcriber_and_interims() -> None:
     assert seen[-1] == (int(0.4 * SR) * 2, SR)  # the final saw the whole segment
 
 
-async def test_deepgram_wrong_key_is_rejected_and_service_gives_up() -> None:
+@DEEPGRAM_SERVICES
+async def test_deepgram_wrong_key_is_rejected_and_service_gives_up(stt_class: str) -> None:
     async with FakeDeepgram() as fake:
-        stt = deepgram(fake, api_key="wrong")
+        stt = deepgram(fake, stt_class, api_key="wrong")
         async with Harness(stt) as h:
             await h.until(lambda: h.errors)
 
@@ -264,9 +275,10 @@ async def test_deepgram_wrong_key_is_rejected_and_service_gives_up() -> None:
 
 
 @pytest.mark.usefixtures("fast_deepgram_retry")
-async def test_deepgram_error_midstream_drops_socket_and_pipecat_reconnects() -> None:
+@DEEPGRAM_SERVICES
+async def test_deepgram_error_midstream_drops_socket_and_pipecat_reconnects(stt_class: str) -> None:
     async with FakeDeepgram(transcripts=["after the reconnect"]) as fake:
-        async with Harness(deepgram(fake)) as h:
+        async with Harness(deepgram(fake, stt_class)) as h:
             fake.set_fault("error_midstream", after=5, times=1)
             await h.send(*speech_frames(0.2))
             await h.until(
@@ -281,10 +293,13 @@ async def test_deepgram_error_midstream_drops_socket_and_pipecat_reconnects() ->
 
 
 @pytest.mark.usefixtures("fast_deepgram_retry")
-async def test_deepgram_refuse_once_then_connects() -> None:
+@DEEPGRAM_SERVICES
+async def test_deepgram_refuse_once_then_connects(stt_class: str) -> None:
     async with FakeDeepgram(transcripts=["hello"]) as fake:
         fake.set_fault("refuse", times=1)
-        async with Harness(deepgram(fake)) as h:  # setup() blocks until the retry connects
+        async with Harness(
+            deepgram(fake, stt_class)
+        ) as h:  # setup() blocks until the retry connects
             await say(h, 0.3)
             await h.until(lambda: h.of(TranscriptionFrame))
 
@@ -292,15 +307,54 @@ async def test_deepgram_refuse_once_then_connects() -> None:
     assert fake.faults_fired == 1 and len(fake.connections) == 1
 
 
-async def test_deepgram_hang_accepts_audio_but_never_answers() -> None:
+@DEEPGRAM_SERVICES
+async def test_deepgram_hang_accepts_audio_but_never_answers(stt_class: str) -> None:
     async with FakeDeepgram(transcripts=["never sent"]) as fake:
         fake.fault = "hang"
-        async with Harness(deepgram(fake)) as h:
+        async with Harness(deepgram(fake, stt_class)) as h:
             await say(h, 0.3)
             await h.until(lambda: fake.connections[0].bytes_received == int(0.3 * SR) * 2)
             await asyncio.sleep(0.3)  # well past finalize_latency
     assert not h.of(TranscriptionFrame)
     assert list(fake.transcripts) == ["never sent"]
+
+
+async def test_our_deepgram_sends_audio_at_once_when_idle_and_in_order_when_not(
+    monkeypatch,
+) -> None:
+    async with FakeDeepgram(transcripts=["hello"]) as fake:
+        stt = deepgram(fake, "ours")
+        async with Harness(stt) as h:
+            queued: list[Frame] = []
+            input_queue = stt._FrameProcessor__input_queue
+            put = input_queue.put
+            monkeypatch.setattr(
+                input_queue, "put", lambda item: queued.append(item[0]) or put(item)
+            )
+            audio = list(speech_frames(0.2))
+            for frame in audio:  # as the transport's receive loop pushes them
+                await stt.queue_frame(frame)
+            assert queued == []  # none waited for the input task
+            await h.until(lambda: fake.connections[0].bytes_received == int(0.2 * SR) * 2)
+
+            # A frame in hand (its input task busy): audio waits behind it, in order.
+            release = asyncio.Event()
+
+            @stt.event_handler("on_before_process_frame")
+            async def _hold(_stt: FrameProcessor, frame: Frame) -> None:
+                if isinstance(frame, VADUserStartedSpeakingFrame):
+                    await release.wait()
+
+            more = list(speech_frames(0.1))
+            await stt.queue_frame(VADUserStartedSpeakingFrame())
+            await asyncio.sleep(0.05)
+            for frame in more:
+                await stt.queue_frame(frame)
+            assert queued[1:] == more
+            release.set()
+            await h.until(lambda: fake.connections[0].bytes_received == int(0.3 * SR) * 2)
+            await h.until(lambda: len(h.of(InputAudioRawFrame)) == len(audio) + len(more))
+            assert h.of(InputAudioRawFrame) == audio + more
 
 
 # --------------------------------------------------------------------------------------------
