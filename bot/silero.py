@@ -117,13 +117,6 @@ class SileroBatch:
         self._wake.set()
         return await future
 
-    async def confidence(self, stream: SileroStream, audio: bytes, sample_rate: int) -> float:
-        """The model's speech confidence for this stream's next window."""
-        (result,) = await self.confidences(stream, [audio], sample_rate)
-        if isinstance(result, BaseException):
-            raise result
-        return result
-
     def _serve(self) -> None:
         session = self._session_factory()
         while True:

@@ -50,6 +50,14 @@ def speech_runs(seq: list[VADState]) -> list[tuple[int, int]]:
     return runs
 
 
+async def confidence(batch: SileroBatch, stream: SileroStream, window: bytes) -> float:
+    """One window's confidence at 8 kHz; a failed run raises."""
+    (answer,) = await asyncio.wait_for(batch.confidences(stream, [window], 8000), 5)
+    if isinstance(answer, BaseException):
+        raise answer
+    return answer
+
+
 class SlowSession:
     """The shared session, 5 ms slower per run: windows submitted meanwhile queue up."""
 
@@ -155,9 +163,8 @@ async def test_a_failed_batch_fails_its_windows_and_the_next_one_runs(monkeypatc
 
     monkeypatch.setattr(batch, "_judge", broken_judge)
     with pytest.raises(RuntimeError, match="a bug in the batch"):
-        await asyncio.wait_for(batch.confidence(stream, window, 8000), 5)
-    confidence = await asyncio.wait_for(batch.confidence(stream, window, 8000), 5)
-    assert 0.0 <= confidence <= 1.0 and batch.runs == 1
+        await confidence(batch, stream, window)
+    assert 0.0 <= await confidence(batch, stream, window) <= 1.0 and batch.runs == 1
 
 
 async def test_a_failed_request_counts_as_no_speech_and_the_call_goes_on(monkeypatch):
@@ -183,17 +190,17 @@ async def test_windows_of_busy_calls_wait_to_share_a_run_and_a_lone_call_never_w
     window = line_noise(0.032, 3000)
 
     for _ in range(3):  # one call alone: every window runs at once
-        await asyncio.wait_for(batch.confidence(one, window, 8000), 5)
+        await confidence(batch, one, window)
     assert waits == [] and batch.runs == 3
 
-    await asyncio.wait_for(batch.confidence(two, window, 8000), 5)  # a second call is heard
+    await confidence(batch, two, window)  # a second call is heard
     runs = batch.runs
 
     async def later(stream: SileroStream) -> float:
         await asyncio.sleep(0.02)
-        return await batch.confidence(stream, window, 8000)
+        return await confidence(batch, stream, window)
 
-    await asyncio.wait_for(asyncio.gather(batch.confidence(one, window, 8000), later(two)), 5)
+    await asyncio.gather(confidence(batch, one, window), later(two))
     assert waits == [0.3]
     assert batch.runs == runs + 1  # both windows in one run
 
@@ -206,11 +213,11 @@ async def test_a_streams_windows_in_one_request_move_its_state_as_one_by_one():
 
     answers = await asyncio.wait_for(
         asyncio.gather(
-            batch.confidences(together, windows, 8000), batch.confidence(other, windows[1], 8000)
+            batch.confidences(together, windows, 8000), confidence(batch, other, windows[1])
         ),
         5,
     )
-    one_by_one = [await batch.confidence(apart, w, 8000) for w in windows]
+    one_by_one = [await confidence(batch, apart, w) for w in windows]
 
     assert answers[0] == one_by_one
     assert np.array_equal(together._state, apart._state)
