@@ -19,6 +19,7 @@ import asyncio
 import functools
 import importlib.util
 import itertools
+from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -103,8 +104,13 @@ def _secret(value: Any) -> str:
 
 # -- cloud ------------------------------------------------------------------------------------
 
+_stock_name_ids: defaultdict[str, itertools.count] = defaultdict(itertools.count)
 
-_deepgram_ids = itertools.count()
+
+def stock_name(stock_class: str) -> str:
+    """``DeepgramSTTService#3``: our subclasses are named like the stock service they extend,
+    so logs and metric labels read the same (numbered per class, as Pipecat numbers them)."""
+    return f"{stock_class}#{next(_stock_name_ids[stock_class])}"
 
 
 @functools.cache
@@ -159,16 +165,12 @@ def _deepgram(ctx: ProviderContext) -> FrameProcessor:
     s = ctx.settings
     service = deepgram_service_class()
     return service(
-        # Named like the stock service so logs and metric labels read the same.
-        name=f"DeepgramSTTService#{next(_deepgram_ids)}",
+        name=stock_name("DeepgramSTTService"),
         api_key=_secret(s.deepgram_api_key),
         base_url=s.deepgram_base_url or "",
         sample_rate=ctx.in_rate,
         settings=service.Settings(model=s.deepgram_model, language=s.bot_language),
     )
-
-
-_openai_ids = itertools.count()
 
 
 @functools.cache
@@ -239,8 +241,7 @@ def _openai(ctx: ProviderContext) -> FrameProcessor:
     s = ctx.settings
     service = openai_service_class()
     llm = service(
-        # Named like the stock service so logs and metric labels read the same.
-        name=f"OpenAILLMService#{next(_openai_ids)}",
+        name=stock_name("OpenAILLMService"),
         api_key=_secret(s.openai_api_key),
         base_url=s.openai_base_url or None,
         settings=OpenAILLMService.Settings(
@@ -265,9 +266,6 @@ def _end_call_handler(end_call: EndCall):
     return handle
 
 
-_cartesia_ids = itertools.count()
-
-
 @functools.cache
 def _cartesia_service() -> type:
     from pipecat.services.cartesia.tts import CartesiaTTSService
@@ -284,8 +282,7 @@ def _cartesia(ctx: ProviderContext) -> FrameProcessor:
     s = ctx.settings
     kwargs: dict[str, Any] = {"url": s.cartesia_url} if s.cartesia_url else {}
     return service(
-        # Named like the stock service so logs and metric labels read the same.
-        name=f"CartesiaTTSService#{next(_cartesia_ids)}",
+        name=stock_name("CartesiaTTSService"),
         api_key=_secret(s.cartesia_api_key),
         sample_rate=ctx.out_rate,
         settings=service.Settings(
