@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # `python bench/x.py` runs with bench/ first on the path
 
-from bot.simulator import (  # noqa: E402
+from bot.simulator.client import (  # noqa: E402
     Action,
     BargeIn,
     CallConfig,
@@ -55,7 +55,7 @@ from bot.simulator import (  # noqa: E402
 )
 
 if TYPE_CHECKING:
-    from bot.fakes import ServerTLS
+    from bot.testing.fakes import ServerTLS
 
 RESULTS_DIR = ROOT / "bench" / "results"
 AUDIO_CACHE_DIR = RESULTS_DIR / "caller-audio"
@@ -191,7 +191,7 @@ class BotSpec:
     ws_path: str
     vad_stop_secs: float
     turn_wait_secs: float
-    speculative: bool = False  # asks the LLM at the VAD stop (bot.turns)
+    speculative: bool = False  # asks the LLM at the VAD stop (bot.conversation.turns)
 
     def command(self, port: int) -> list[str]:
         if self.name == "ours":
@@ -401,7 +401,7 @@ def free_port_base(count: int = 3) -> int:
 
 def fakes_env(port_base: int, tls: ServerTLS | None = None) -> dict[str, str]:
     """What ``python -m bot.fakes --port-base P`` prints: where the bot finds each fake."""
-    from bot.fakes import DEFAULT_CARTESIA_KEY, DEFAULT_DEEPGRAM_KEY, DEFAULT_OPENAI_KEY
+    from bot.testing.fakes import DEFAULT_CARTESIA_KEY, DEFAULT_DEEPGRAM_KEY, DEFAULT_OPENAI_KEY
 
     ws, http = ("wss", "https") if tls else ("ws", "http")
     env = {
@@ -420,7 +420,7 @@ def fakes_env(port_base: int, tls: ServerTLS | None = None) -> dict[str, str]:
 def fakes_process(
     lat: FakeLatencies, port_base: int, log_name: str, tls: ServerTLS | None = None
 ) -> ManagedProcess:
-    argv = [PYTHON, "-m", "bot.fakes", "--port-base", str(port_base), *lat.cli_args()]
+    argv = [PYTHON, "-m", "bot.testing.fakes", "--port-base", str(port_base), *lat.cli_args()]
     argv += ["--log-level", "WARNING"]
     if tls:
         argv += ["--tls-cert", tls.certfile, "--tls-key", tls.keyfile]
@@ -430,7 +430,7 @@ def fakes_process(
 
 def self_signed_tls(directory: Path) -> ServerTLS:
     """A throw-away certificate for 127.0.0.1 (``openssl``), so the fakes can speak TLS."""
-    from bot.fakes import ServerTLS
+    from bot.testing.fakes import ServerTLS
 
     directory.mkdir(parents=True, exist_ok=True)
     cert, key = directory / "fakes-cert.pem", directory / "fakes-key.pem"
@@ -492,7 +492,7 @@ def caller_speech(texts: Iterable[str], rate: int = RATE) -> dict[str, np.ndarra
         else:
             missing.append(text)
     if missing:
-        from bot.offline import get_offline_models, synthesize
+        from bot.providers.offline import get_offline_models, synthesize
 
         models = get_offline_models()
         for text in missing:

@@ -34,19 +34,17 @@ from loguru import logger
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # for tests.conftest (the deterministic energy VAD)
 
-import bot.runtime  # noqa: E402
+import bot.server.runtime  # noqa: E402
 from bot.config import Settings  # noqa: E402
-from bot.fakes import FakeCartesia, FakeDeepgram, FakeOpenAI, FakeProviders  # noqa: E402
-from bot.holding import (  # noqa: E402
+from bot.conversation.holding import (  # noqa: E402
     PhraseCache,
     session_factory_with_holding,
     start_phrase_cache,
 )
-from bot.localserver import serving  # noqa: E402
 from bot.providers import choose_providers  # noqa: E402
-from bot.runtime import Runtime  # noqa: E402
-from bot.server import create_app  # noqa: E402
-from bot.simulator import (  # noqa: E402
+from bot.server.app import create_app  # noqa: E402
+from bot.server.runtime import Runtime  # noqa: E402
+from bot.simulator.client import (  # noqa: E402
     CallConfig,
     CallRecording,
     ExotelSimulator,
@@ -54,6 +52,8 @@ from bot.simulator import (  # noqa: E402
     Say,
     Wait,
 )
+from bot.testing.fakes import FakeCartesia, FakeDeepgram, FakeOpenAI, FakeProviders  # noqa: E402
+from bot.testing.localserver import serving  # noqa: E402
 from tests.conftest import energy_vad_factory  # noqa: E402
 
 RATE = 8000
@@ -245,7 +245,9 @@ async def main(args: argparse.Namespace) -> None:
             settings = base_settings(fakes, cache_dir=Path(tmp))
             runtime = await Runtime.start(settings)  # prewarm imports, executor
             cache = await start_phrase_cache(settings, runtime.choice, runtime.shared)
-            bot.runtime.CallSession = session_factory_with_holding(bot.runtime.CallSession)
+            bot.server.runtime.CallSession = session_factory_with_holding(
+                bot.server.runtime.CallSession
+            )
             results = []
             for mode in args.modes:
                 for speed in ("fast", "slow"):

@@ -79,14 +79,7 @@ from common import (  # noqa: E402
     write_json,
 )
 
-from bot.fakes import (  # noqa: E402
-    FakeCartesia,
-    FakeDeepgram,
-    FakeOpenAI,
-    FakeProviders,
-    synthesize_speech,
-)
-from bot.simulator import (  # noqa: E402
+from bot.simulator.client import (  # noqa: E402
     BargeIn,
     CallConfig,
     CallRecording,
@@ -94,6 +87,13 @@ from bot.simulator import (  # noqa: E402
     Hangup,
     Say,
     WaitForBot,
+)
+from bot.testing.fakes import (  # noqa: E402
+    FakeCartesia,
+    FakeDeepgram,
+    FakeOpenAI,
+    FakeProviders,
+    synthesize_speech,
 )
 
 CLEAR_GOAL_SECS = 0.30

@@ -85,9 +85,9 @@ class Settings(BaseSettings):
     vad_stop_secs: float = Field(0.2, gt=0, le=2)
     vad_confidence: float = Field(0.7, gt=0, le=1)
     turn_speech_timeout_secs: float = Field(0.3, ge=0, le=5)
-    # The wait instead when the words stop mid-sentence (English only, bot.turns).
+    # The wait instead when the words stop mid-sentence (English only, bot.conversation.turns).
     turn_unfinished_timeout_secs: float = Field(1.2, ge=0, le=5)
-    # Ask the LLM at the VAD stop and hold its answer until the turn ends (bot.turns).
+    # Ask the LLM at the VAD stop and hold its answer until the turn ends (bot.conversation.turns).
     turn_speculative: bool = True
     # Pause the bot at the caller's first voiced window, resume if it was not speech.
     barge_in_pause: bool = True
@@ -117,7 +117,8 @@ class Settings(BaseSettings):
     # call in the process; 0 = no limit. See bench/capacity.py for the measured ceiling.
     bot_max_calls: int = Field(DEFAULT_MAX_CALLS, ge=0)
     shutdown_drain_secs: float = Field(30.0, ge=0)
-    # Caller's end of speech -> the cached apology when no answer audio came (bot.faults).
+    # Caller's end of speech -> the cached apology when no answer audio came
+    # (bot.conversation.faults).
     # Holding phrases cover 0.7 s and 3 s; past ~4 s of silence a caller thinks the line died.
     provider_timeout_secs: float = Field(4.0, gt=0)
 
@@ -215,9 +216,6 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
         raise ConfigError(_explain(e)) from None
     finally:
         _toml_path = None
-    from bot.providers import choose_providers  # the registry knows the provider names
-
-    choose_providers(settings)  # fail now, not on the first call
     if settings.bot_system_prompt_file and not settings.bot_system_prompt_file.is_file():
         raise ConfigError(
             f"BOT_SYSTEM_PROMPT_FILE ([bot] system_prompt_file): {settings.bot_system_prompt_file}"

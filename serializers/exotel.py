@@ -19,6 +19,7 @@ import binascii
 import json
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,6 +83,14 @@ def chunk_rule(sample_rate: int) -> ChunkRule:
         min_bytes=math.ceil(MIN_CHUNK_BYTES / unit) * unit,
         max_bytes=MAX_CHUNK_BYTES // unit * unit,
     )
+
+
+def compliant_chunks(audio: bytes, rule: ChunkRule, chunk_bytes: int) -> Iterator[bytes]:
+    """Split ``audio`` into pieces of ``chunk_bytes``; zero-pad the last one to a legal size."""
+    for start in range(0, len(audio), chunk_bytes):
+        piece = audio[start : start + chunk_bytes]
+        size = max(rule.min_bytes, -(-len(piece) // rule.unit) * rule.unit)
+        yield piece + bytes(size - len(piece))
 
 
 # ---------------------------------------------------------------------------------------------

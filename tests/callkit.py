@@ -1,9 +1,9 @@
 """Kit for the lifecycle tests (hang-ups, provider faults, fuzzing, soak).
 
 * :func:`bot_under_test`: the real server on loopback with the fake providers, a phrase cache
-  rendered without any TTS, and the :class:`~bot.faults.FaultWatchdog` wired in the position
-  the call builds it (last before the output), with test overrides through
-  ``bot.call.make_fault_watchdog``.
+  rendered without any TTS, and the :class:`~bot.conversation.faults.FaultWatchdog` wired in
+  the position the call builds it (last before the output), with test overrides through
+  ``bot.telephony.call.make_fault_watchdog``.
 * :func:`heard`: what the caller heard, in order, identified from the simulator's recording.
   The fake Cartesia's "speech" is deterministic per word and per word length, and cached
   phrases are rendered here at another word length, so a phrase from the cache and the same
@@ -29,15 +29,15 @@ import psutil
 import pytest
 from loguru import logger
 
-import bot.call
-from bot.fakes import FakeProviders, synthesize_speech
-from bot.faults import FaultWatchdog
-from bot.holding import PhraseCache, RenderedPhrase, VoiceId
-from bot.localserver import serving
+import bot.telephony.call
+from bot.conversation.faults import FaultWatchdog
+from bot.conversation.holding import PhraseCache, RenderedPhrase, VoiceId
 from bot.providers import SharedResources, choose_providers
-from bot.runtime import Runtime
-from bot.server import create_app
-from bot.simulator import CallRecording, ExotelSimulator, Hangup
+from bot.server.app import create_app
+from bot.server.runtime import Runtime
+from bot.simulator.client import CallRecording, ExotelSimulator, Hangup
+from bot.testing.fakes import FakeProviders, synthesize_speech
+from bot.testing.localserver import serving
 from tests.conftest import energy_vad_factory
 from tests.helpers import cloud_settings
 
@@ -84,7 +84,7 @@ class BotUnderTest:
 
 
 def _watchdog_factory(watchdogs: deque[FaultWatchdog], overrides: dict[str, Any]) -> Any:
-    """``bot.call.make_fault_watchdog`` with test overrides, remembering each watchdog."""
+    """``bot.telephony.call.make_fault_watchdog`` with test overrides, remembering each watchdog."""
 
     def make(settings: Any, end_call: Any, holding: Any) -> FaultWatchdog:
         say = partial(holding.say, append_to_context=False) if holding else None
@@ -124,7 +124,7 @@ async def bot_under_test(
     watchdogs: deque[FaultWatchdog] = deque(maxlen=4)
     with pytest.MonkeyPatch.context() as patch:
         factory = _watchdog_factory(watchdogs, watchdog_overrides or {}) if watchdog else None
-        patch.setattr(bot.call, "make_fault_watchdog", factory or (lambda *_args: None))
+        patch.setattr(bot.telephony.call, "make_fault_watchdog", factory or (lambda *_args: None))
         async with serving(create_app(s, runtime=runtime)) as base:
             url = base.replace("http://", "ws://") + "/exotel/ws"
             yield BotUnderTest(url, runtime, fakes, watchdogs)

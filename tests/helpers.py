@@ -8,11 +8,11 @@ from contextlib import asynccontextmanager
 import numpy as np
 
 from bot.config import Settings
-from bot.fakes import FakeProviders
-from bot.localserver import serving
 from bot.providers import SharedResources, choose_providers
-from bot.runtime import Runtime
-from bot.server import create_app
+from bot.server.app import create_app
+from bot.server.runtime import Runtime
+from bot.testing.fakes import FakeProviders
+from bot.testing.localserver import serving
 from tests.conftest import energy_vad_factory
 
 

@@ -8,8 +8,8 @@ import httpx
 import pytest
 import websockets
 
-from bot.fakes import FakeCartesia, FakeDeepgram, FakeOpenAI, FakeProviders, ToolCall
-from bot.simulator import (
+from bot.conversation.vad import OnsetReportingVADController
+from bot.simulator.client import (
     BargeIn,
     CallConfig,
     ExotelSimulator,
@@ -18,7 +18,7 @@ from bot.simulator import (
     WaitForBot,
     WaitForBotHangup,
 )
-from bot.vad import OnsetReportingVADController
+from bot.testing.fakes import FakeCartesia, FakeDeepgram, FakeOpenAI, FakeProviders, ToolCall
 from serializers.exotel import chunk_rule
 from tests.helpers import bot_on_fakes, tone
 
@@ -114,7 +114,8 @@ async def test_llm_ends_the_call_even_when_the_goodbye_is_interrupted(fakes):
     # talks over it (which cancels the LLM's task that called end_call); the bot answers and
     # still hangs up once its last words have been heard.
     fakes.deepgram.add_transcripts("that's all", "oh and thanks")
-    # Replies by question, not by request: the bot asks early and may ask again (bot.turns).
+    # Replies by question, not by request: the bot asks early and may ask again
+    # (bot.conversation.turns).
     replies = {"that's all": ToolCall("end_call", {}), "oh and thanks": "You are welcome. Bye!"}
     fakes.openai.responder = lambda messages, _tools: replies[messages[-1]["content"]]
     async with bot_on_fakes(

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 
 from bot.config import Settings
-from bot.localserver import serving
-from bot.offline import get_offline_models, synthesize, transcribe
 from bot.providers import SharedResources, choose_providers
-from bot.runtime import Runtime
-from bot.scripted import load_knowledge
-from bot.server import create_app
-from bot.simulator import CallConfig, ExotelSimulator, Hangup, Say, WaitForBot
+from bot.providers.offline import get_offline_models, synthesize, transcribe
+from bot.providers.scripted import load_knowledge
+from bot.server.app import create_app
+from bot.server.runtime import Runtime
+from bot.simulator.client import CallConfig, ExotelSimulator, Hangup, Say, WaitForBot
+from bot.testing.localserver import serving
 
 pytestmark = pytest.mark.models
 

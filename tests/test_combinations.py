@@ -8,11 +8,11 @@ from unittest.mock import MagicMock
 import pytest
 from starlette.websockets import WebSocketState
 
-from bot.call import CallInfo, CallSession
 from bot.config import Settings
-from bot.offline import get_offline_models
 from bot.providers import DEFAULTS, SharedResources, choose_providers
-from bot.scripted import load_knowledge
+from bot.providers.offline import get_offline_models
+from bot.providers.scripted import load_knowledge
+from bot.telephony.call import CallInfo, CallSession
 
 pytestmark = pytest.mark.models  # the offline providers load the real (shared) models
 

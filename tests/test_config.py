@@ -38,7 +38,7 @@ def test_explicit_choice_wins_over_keys(monkeypatch):
 def test_cloud_without_key_names_provider_and_offline_alternative(monkeypatch):
     monkeypatch.setenv("BOT_TTS", "cartesia")
     with pytest.raises(ConfigError) as e:
-        load_settings()
+        choose_providers(load_settings())
     text = str(e.value)
     assert "CARTESIA_API_KEY" in text and "Cartesia" in text and "BOT_TTS=piper" in text
 
@@ -46,7 +46,7 @@ def test_cloud_without_key_names_provider_and_offline_alternative(monkeypatch):
 def test_unknown_provider_lists_the_known_ones(monkeypatch):
     monkeypatch.setenv("BOT_LLM", "gpt5000")
     with pytest.raises(ConfigError, match="openai, scripted"):
-        load_settings()
+        choose_providers(load_settings())
 
 
 def test_toml_file_sections_map_to_env_names(tmp_path, monkeypatch):

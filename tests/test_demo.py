@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from bot.demo import transcript_by_time
+from bot.cli.demo import transcript_by_time
 
 
 def test_server_turns_join_caller_utterances_by_time():

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from bot.cli.doctor import applet_settings, run_checks
 from bot.config import Settings
-from bot.doctor import applet_settings, run_checks
-from bot.fakes import FakeProviders
 from bot.providers import choose_providers
+from bot.testing.fakes import FakeProviders
 from tests.helpers import cloud_settings
 
 

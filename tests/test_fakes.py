@@ -54,7 +54,8 @@ from pipecat.services.llm_service import FunctionCallParams
 from pipecat.services.openai.llm import OpenAILLMService
 from pipecat.workers.runner import WorkerRunner
 
-from bot.fakes import (
+from bot.providers import deepgram_service_class, openai_service_class
+from bot.testing.fakes import (
     CARTESIA_API_VERSION,
     DEFAULT_CARTESIA_KEY,
     DEFAULT_DEEPGRAM_KEY,
@@ -67,7 +68,6 @@ from bot.fakes import (
     ToolCall,
     synthesize_speech,
 )
-from bot.providers import deepgram_service_class, openai_service_class
 
 SR = 8000
 FrameT = TypeVar("FrameT", bound=Frame)
@@ -635,7 +635,7 @@ def _free_port_block(size: int = 3) -> int:
 def test_cli_serves_all_three_until_sigint() -> None:
     base = _free_port_block()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bot.fakes", "--port-base", str(base)],
+        [sys.executable, "-m", "bot.testing.fakes", "--port-base", str(base)],
         cwd=Path(__file__).resolve().parents[1],
         stdout=subprocess.PIPE,
         text=True,

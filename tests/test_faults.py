@@ -18,8 +18,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from bot.fakes import FakeCartesia, FakeDeepgram, FakeOpenAI, FakeProviders
-from bot.simulator import (
+from bot.simulator.client import (
     Action,
     CallConfig,
     CallRecording,
@@ -29,6 +28,7 @@ from bot.simulator import (
     WaitForBot,
     WaitForBotHangup,
 )
+from bot.testing.fakes import FakeCartesia, FakeDeepgram, FakeOpenAI, FakeProviders
 from tests.callkit import (
     BotUnderTest,
     CallerSim,

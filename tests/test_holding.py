@@ -42,7 +42,7 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.utils.text.base_text_aggregator import TextType
 from pipecat.workers.runner import WorkerRunner
 
-from bot.holding import (
+from bot.conversation.holding import (
     HoldingEvent,
     HoldingPhraseProcessor,
     PhraseCache,
@@ -630,13 +630,13 @@ class BotUnderTest:
 async def holding_bot(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, first_token_latency: float, mode: str
 ) -> AsyncIterator[BotUnderTest]:
-    import bot.runtime
+    import bot.server.runtime
     from bot.config import Settings
-    from bot.fakes import FakeOpenAI, FakeProviders
-    from bot.holding import session_factory_with_holding, start_phrase_cache
-    from bot.localserver import serving
-    from bot.runtime import Runtime
-    from bot.server import create_app
+    from bot.conversation.holding import session_factory_with_holding, start_phrase_cache
+    from bot.server.app import create_app
+    from bot.server.runtime import Runtime
+    from bot.testing.fakes import FakeOpenAI, FakeProviders
+    from bot.testing.localserver import serving
     from tests.conftest import energy_vad_factory
 
     openai = FakeOpenAI(
@@ -655,7 +655,9 @@ async def holding_bot(
         cache = await start_phrase_cache(settings, runtime.choice, runtime.shared)
         runtime.shared.phrases = cache
         monkeypatch.setattr(
-            bot.runtime, "CallSession", session_factory_with_holding(bot.runtime.CallSession)
+            bot.server.runtime,
+            "CallSession",
+            session_factory_with_holding(bot.server.runtime.CallSession),
         )
         async with serving(create_app(settings, runtime=runtime)) as base:
             url = base.replace("http://", "ws://") + f"/exotel/ws?sample-rate={SR}"
@@ -666,7 +668,7 @@ async def place_call(
     url: str, speak_secs: float = 0.8, listen_secs: float = 4.5
 ) -> tuple[Any, Any]:
     """One caller turn: a tone the energy VAD hears as speech, then listen, then hang up."""
-    from bot.simulator import CallConfig, ExotelSimulator, Hangup, Say, Wait
+    from bot.simulator.client import CallConfig, ExotelSimulator, Hangup, Say, Wait
 
     sim = ExotelSimulator(CallConfig(url=url))
     speech = np.frombuffer(tone(speak_secs), dtype=np.int16)
@@ -730,7 +732,7 @@ async def test_e2e_fast_llm_no_phrase_in_adaptive_mode(
 async def test_e2e_barge_in_cuts_the_phrase_like_speech(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bot.simulator import BargeIn, CallConfig, ExotelSimulator, Hangup, Say, Wait
+    from bot.simulator.client import BargeIn, CallConfig, ExotelSimulator, Hangup, Say, Wait
 
     async with holding_bot(tmp_path, monkeypatch, first_token_latency=3.0, mode="always") as b:
         sim = ExotelSimulator(CallConfig(url=b.url))
@@ -756,9 +758,9 @@ async def test_e2e_barge_in_cuts_the_phrase_like_speech(
 async def test_second_start_makes_no_provider_calls(tmp_path: Path) -> None:
     """Process restart with the real Cartesia service on the fake: all phrases from disk."""
     from bot.config import Settings
-    from bot.fakes import FakeProviders
-    from bot.holding import start_phrase_cache
+    from bot.conversation.holding import start_phrase_cache
     from bot.providers import SharedResources, choose_providers
+    from bot.testing.fakes import FakeProviders
 
     async with FakeProviders() as fakes:
         env = {k.lower(): v for k, v in fakes.env().items()}
@@ -780,9 +782,9 @@ async def test_second_start_makes_no_provider_calls(tmp_path: Path) -> None:
 @pytest.mark.models
 async def test_start_falls_back_to_the_offline_voice_when_the_tts_is_down(tmp_path: Path) -> None:
     from bot.config import Settings
-    from bot.fakes import FakeProviders
-    from bot.holding import start_phrase_cache
+    from bot.conversation.holding import start_phrase_cache
     from bot.providers import SharedResources, choose_providers
+    from bot.testing.fakes import FakeProviders
 
     async with FakeProviders() as fakes:
         fakes.cartesia.fault = "refuse"

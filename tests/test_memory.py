@@ -1,17 +1,17 @@
-"""The process's memory policy (bot.memory): full collections spaced out under load."""
+"""The process's memory policy (bot.conversation.memory): full collections spaced out under load."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
-from bot.memory import can_trim, system_malloc_argv
+from bot.conversation.memory import can_trim, system_malloc_argv
 
 # A fresh interpreter (so the old generation is small, as in a bot just started) keeps 300 000
 # new objects alive, as a ramp of new calls does, and counts the full collections meanwhile.
 GROWING_HEAP = """
 import gc, sys
-from bot.memory import collect_fully_less_often
+from bot.conversation.memory import collect_fully_less_often
 if sys.argv[1] == "ours":
     collect_fully_less_often()
 full = []

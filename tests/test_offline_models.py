@@ -43,7 +43,7 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.workers.runner import WorkerRunner
 from piper import SynthesisConfig
 
-from bot.offline import (
+from bot.providers.offline import (
     PIPER_PIN,
     HashCache,
     LocalWhisperSTT,

@@ -16,7 +16,7 @@ import pytest
 from openai import APIError
 
 from bot import openai_stream
-from bot.openai_stream import ChunkStream, _chunk, _sse_data, messages_as_given
+from bot.providers.openai_stream import ChunkStream, _chunk, _sse_data, messages_as_given
 
 CHUNK = {
     "id": "chatcmpl-1",

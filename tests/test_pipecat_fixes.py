@@ -9,7 +9,7 @@ import pytest
 from pipecat.utils.context import text_segment_map
 from pipecat.utils.context.text_segment_map import TextSegment
 
-from bot import pipecat_fixes
+from bot.providers import pipecat_fixes
 
 SEGMENTS = [
     ("Hello there, how are you?", "Hello there, how are you?"),

@@ -15,9 +15,9 @@ from pipecat.processors.aggregators.llm_response_universal import LLMContextAggr
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from bot.config import Settings
-from bot.pipeline import BotAudioEndsHere, PushesOnlyUnlessAsked
+from bot.conversation.pipeline import BotAudioEndsHere, PushesOnlyUnlessAsked
 from bot.providers import REGISTRY, ProviderContext
-from bot.tls import shared_tls_context
+from bot.providers.tls import shared_tls_context
 
 
 class ReadsPushes(BaseObserver):

@@ -52,12 +52,9 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from bot.config import Settings
-from bot.fakes import FakeProviders
-from bot.holding import HoldingEvent, HoldingPhraseProcessor
-from bot.localserver import serving
-from bot.metrics import Metrics
-from bot.providers import SharedResources, choose_providers
-from bot.records import (
+from bot.conversation.holding import HoldingEvent, HoldingPhraseProcessor
+from bot.observability.metrics import Metrics
+from bot.observability.records import (
     REDACTED,
     CallObserver,
     Redactor,
@@ -70,9 +67,12 @@ from bot.records import (
     watch_call,
     write_record,
 )
-from bot.runtime import Runtime
-from bot.server import create_app
-from bot.simulator import BargeIn, CallConfig, Hangup, Say, WaitForBot, simulate_call
+from bot.providers import SharedResources, choose_providers
+from bot.server.app import create_app
+from bot.server.runtime import Runtime
+from bot.simulator.client import BargeIn, CallConfig, Hangup, Say, WaitForBot, simulate_call
+from bot.testing.fakes import FakeProviders
+from bot.testing.localserver import serving
 from tests.conftest import energy_vad_factory
 from tests.helpers import cloud_settings, tone
 
@@ -415,7 +415,7 @@ async def test_frames_it_does_not_need_are_resolved_once_to_nothing() -> None:
 
 
 def test_it_wants_only_the_pushes_it_reads(tmp_path: Path) -> None:
-    """The call's observer hub asks before queueing a push (bot.pipeline)."""
+    """The call's observer hub asks before queueing a push (bot.conversation.pipeline)."""
     call = Call()
 
     def push(frame: Frame, source: StubProcessor) -> FramePushed:
@@ -785,7 +785,7 @@ async def test_end_to_end_metrics_record_and_logs_match_the_simulated_call(
     assert not [s for s in secrets if s in text]
 
 
-OTHER_ENDS = ("bot.simulator", "bot.fakes")
+OTHER_ENDS = ("bot.simulator.client", "bot.testing.fakes")
 
 
 async def test_holding_processor_events_reach_the_record() -> None:

@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
-from bot.report import TurnNotes, format_report, save_report, write_stereo_wav, write_timeline_png
-from bot.simulator import (
+from bot.simulator.client import (
     CallRecording,
     ExotelPlayer,
     Hangup,
@@ -23,6 +22,13 @@ from bot.simulator import (
     Turn,
     compute_turns,
     simulate_call,
+)
+from bot.simulator.report import (
+    TurnNotes,
+    format_report,
+    save_report,
+    write_stereo_wav,
+    write_timeline_png,
 )
 
 RATE = 8000

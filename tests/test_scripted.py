@@ -24,7 +24,7 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.services.settings import LLMSettings
 from pipecat.tests.utils import SleepFrame, run_test
 
-from bot.scripted import (
+from bot.providers.scripted import (
     DEFAULT_KNOWLEDGE_PATH,
     Knowledge,
     KnowledgeError,

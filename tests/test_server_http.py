@@ -10,8 +10,8 @@ from starlette.websockets import WebSocketDisconnect
 
 from bot.config import Settings
 from bot.providers import SharedResources, choose_providers
-from bot.runtime import Runtime
-from bot.server import BasicAuth, create_app, parse_passthru_stream, parse_sample_rate
+from bot.server.app import BasicAuth, create_app, parse_passthru_stream, parse_sample_rate
+from bot.server.runtime import Runtime
 
 
 def make_client(**settings) -> TestClient:

@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bot.fakes import FakeProviders
-from bot.memory import can_trim
-from bot.simulator import CallConfig, ExotelSimulator, Wait, WaitForBot, WaitForBotHangup
+from bot.conversation.memory import can_trim
+from bot.simulator.client import CallConfig, ExotelSimulator, Wait, WaitForBot, WaitForBotHangup
+from bot.testing.fakes import FakeProviders
 
 
 def free_port() -> int:

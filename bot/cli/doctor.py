@@ -18,7 +18,7 @@ import websockets
 from websockets.asyncio.client import connect
 
 from bot.config import ConfigError, Settings, load_settings
-from bot.providers import ProviderChoice, choose_providers
+from bot.providers import ProviderChoice, choose_providers, secret_value
 
 CHECK_TIMEOUT_SECS = 8.0
 CARTESIA_VERSION = "2026-03-01"
@@ -31,17 +31,13 @@ class Check:
     detail: str
 
 
-def _secret(value) -> str:
-    return value.get_secret_value() if value is not None else ""
-
-
 async def check_deepgram(s: Settings) -> str:
     """Open Deepgram's live socket with the key and close it: no audio, no cost."""
     base = s.deepgram_base_url or "wss://api.deepgram.com"
     parts = urlsplit(base if "://" in base else f"wss://{base}")
     scheme = {"https": "wss", "http": "ws"}.get(parts.scheme, parts.scheme)
     url = urlunsplit((scheme, parts.netloc, "/v1/listen", "encoding=linear16&sample_rate=8000", ""))
-    headers = {"Authorization": f"Token {_secret(s.deepgram_api_key)}"}
+    headers = {"Authorization": f"Token {secret_value(s.deepgram_api_key)}"}
     async with connect(url, additional_headers=headers, open_timeout=CHECK_TIMEOUT_SECS) as ws:
         await ws.send('{"type": "CloseStream"}')
     return f"key accepted by {parts.netloc}"
@@ -50,7 +46,7 @@ async def check_deepgram(s: Settings) -> str:
 async def check_openai(s: Settings) -> str:
     """List models: authenticates the key and shows whether OPENAI_MODEL exists."""
     base = (s.openai_base_url or "https://api.openai.com/v1").rstrip("/")
-    headers = {"Authorization": f"Bearer {_secret(s.openai_api_key)}"}
+    headers = {"Authorization": f"Bearer {secret_value(s.openai_api_key)}"}
     async with httpx.AsyncClient(timeout=CHECK_TIMEOUT_SECS) as client:
         response = await client.get(f"{base}/models", headers=headers)
     if response.status_code in (401, 403):
@@ -64,14 +60,14 @@ async def check_openai(s: Settings) -> str:
 async def check_cartesia(s: Settings) -> str:
     """Open Cartesia's TTS socket with the key and close it: no synthesis, no cost."""
     url = s.cartesia_url or "wss://api.cartesia.ai/tts/websocket"
-    headers = {"X-API-Key": _secret(s.cartesia_api_key), "Cartesia-Version": CARTESIA_VERSION}
+    headers = {"X-API-Key": secret_value(s.cartesia_api_key), "Cartesia-Version": CARTESIA_VERSION}
     async with connect(url, additional_headers=headers, open_timeout=CHECK_TIMEOUT_SECS):
         pass
     return f"key accepted by {urlsplit(url).netloc}"
 
 
 async def check_offline(_s: Settings) -> str:
-    from bot.offline import load_offline_models
+    from bot.providers.offline import load_offline_models
 
     started = time.monotonic()
     models = await load_offline_models()
@@ -107,7 +103,7 @@ async def run_checks(s: Settings, choice: ProviderChoice) -> list[Check]:
 
 
 async def _check_knowledge(s: Settings) -> str:
-    from bot.scripted import load_knowledge
+    from bot.providers.scripted import load_knowledge
 
     knowledge = await asyncio.to_thread(load_knowledge, s.bot_knowledge_file)
     return f"{len(knowledge.intents)} intents in {s.bot_knowledge_file}"
@@ -119,7 +115,7 @@ def applet_settings(s: Settings, public_url: str | None) -> list[str]:
     scheme, _, host = base.partition("://")
     ws_scheme = "wss" if scheme == "https" else "ws"
     rate = s.bot_sample_rate
-    user = _secret(s.exotel_basic_auth).partition(":")[0] if s.exotel_basic_auth else None
+    user = secret_value(s.exotel_basic_auth).partition(":")[0] if s.exotel_basic_auth else None
     creds = f"{user}:<password>@" if user else ""
     lines = [
         f"  Voicebot URL (static):   {ws_scheme}://{creds}{host}/exotel/ws?sample-rate={rate}",

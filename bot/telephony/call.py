@@ -19,11 +19,11 @@ from pipecat.frames.frames import EndFrame, TTSSpeakFrame, UserIdleTimeoutUpdate
 from pipecat.workers.runner import WorkerRunner
 
 from bot.config import Settings
-from bot.faults import FaultWatchdog
-from bot.holding import HoldingPhraseProcessor, holding_processor_for_call
-from bot.pipeline import CallPipeline, build_call_pipeline, pipeline_input_rate
+from bot.conversation.faults import FaultWatchdog
+from bot.conversation.holding import HoldingPhraseProcessor, holding_processor_for_call
+from bot.conversation.pipeline import CallPipeline, build_call_pipeline, pipeline_input_rate
 from bot.providers import ProviderChoice, ProviderContext, SharedResources
-from bot.transport import ExotelTransport, exotel_params
+from bot.telephony.transport import ExotelTransport, exotel_params
 from serializers.exotel import (
     ExotelFrameSerializer,
     ExotelProtocolError,

@@ -37,7 +37,7 @@ from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADParams, VADState
 from pipecat.audio.vad.vad_controller import VADController
 from pipecat.audio.volume import VOLUME_WINDOW_SECS
 
-from bot.silero import SileroBatch, SileroStream, shared_batch, shared_session
+from bot.conversation.silero import SileroBatch, SileroStream, shared_batch, shared_session
 
 # BS.1770's K-weighting gains at most 4.25 dB at any frequency (measured with sines at 8 and
 # 16 kHz); with a margin, mean square x this gain bounds the loudness from above.

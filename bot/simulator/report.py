@@ -1,4 +1,5 @@
-"""Turn a simulated call (`bot.simulator.CallRecording`) into things a person can check quickly.
+"""Turn a simulated call (`bot.simulator.client.CallRecording`) into things a person can check
+quickly.
 
 Why: a recording is thousands of numbers; what a reviewer needs is "did each turn get a fast
 answer, did barge-in work, was every message Exotel-legal" (a text report), "what did it sound
@@ -22,7 +23,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from bot.simulator import CallRecording, Turn, chunk_size_problems
+from bot.simulator.client import CallRecording, Turn, chunk_size_problems
 
 MAX_VIOLATIONS_SHOWN = 5
 CELL = 26  # width of the free-text table columns

@@ -77,8 +77,7 @@ from pipecat.workers.runner import WorkerRunner
 
 from bot.config import Settings
 from bot.providers import REGISTRY, ProviderChoice, ProviderContext, SharedResources
-from bot.transport import compliant_chunks
-from serializers.exotel import chunk_rule
+from serializers.exotel import chunk_rule, compliant_chunks
 
 HoldingMode = Literal["off", "always", "adaptive"]
 
@@ -581,7 +580,7 @@ def offline_fallback(
     async def build() -> TTSRenderer | None:
         try:
             if shared.offline_models is None:
-                from bot.offline import load_offline_models
+                from bot.providers.offline import load_offline_models
 
                 shared.offline_models = await load_offline_models()
             return provider_renderer("piper", settings, shared, probe_rate=probe_rate)
@@ -975,8 +974,8 @@ def holding_processor_for_call(
 
 
 def session_factory_with_holding(session_cls: type) -> Callable[..., Any]:
-    """Until ``bot.call.CallSession`` builds the processor itself: a drop-in factory for
-    ``bot.runtime.CallSession`` that adds it (tests and the benchmark patch it in).
+    """Until ``bot.telephony.call.CallSession`` builds the processor itself: a drop-in factory for
+    ``bot.server.runtime.CallSession`` that adds it (tests and the benchmark patch it in).
 
     Once ``CallSession`` declares a ``holding`` attribute it is integrated, and this returns
     the class unchanged so nothing is inserted twice.

@@ -1,7 +1,7 @@
 """HTTP and WebSocket endpoints Exotel (and operators) talk to.
 
 The server knows HTTP: authentication, query parameters, forwarded headers, status codes.
-Calls themselves are run by ``bot.runtime`` / ``bot.call``.
+Calls themselves are run by ``bot.server.runtime`` / ``bot.telephony.call``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from loguru import logger
 from pydantic import BaseModel, Field
 
 from bot.config import Settings, load_settings
-from bot.runtime import Runtime
+from bot.server.runtime import Runtime
 from serializers.exotel import DEFAULT_SAMPLE_RATE, SUPPORTED_SAMPLE_RATES
 
 WS_PATH = "/exotel/ws"

@@ -31,7 +31,6 @@ import asyncio
 import itertools
 import time
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from fastapi import WebSocket
@@ -61,6 +60,7 @@ from serializers.exotel import (
     ExotelMarkEchoFrame,
     ExotelMarkFrame,
     chunk_rule,
+    compliant_chunks,
 )
 
 # How much longer than the expected playout we wait for Exotel before giving up on it.
@@ -117,14 +117,6 @@ def exotel_params(sample_rate: int, *, lead_secs: float = 0.2, **overrides) -> E
     )
     values.update(overrides)
     return ExotelParams(**values)
-
-
-def compliant_chunks(audio: bytes, rule: ChunkRule, chunk_bytes: int) -> Iterator[bytes]:
-    """Split ``audio`` into pieces of ``chunk_bytes``; zero-pad the last one to a legal size."""
-    for start in range(0, len(audio), chunk_bytes):
-        piece = audio[start : start + chunk_bytes]
-        size = max(rule.min_bytes, -(-len(piece) // rule.unit) * rule.unit)
-        yield piece + bytes(size - len(piece))
 
 
 class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
@@ -474,7 +466,7 @@ class ExotelInputTransport(FastAPIWebsocketInputTransport):
     is no audio filter), and on Python 3.11 that task's ``wait_for`` with a timeout starts a
     task of its own per frame: four loop steps per 100 ms of caller audio, a tenth of a
     call's. Pushing from the receive loop puts the frame in the next processor's queue as
-    that task did (our Deepgram service, when idle, sends it on at once: bot.providers), so
+    that task did (our Deepgram service, when idle, sends it on at once: bot.providers.registry), so
     the receive loop never waits on the VAD. With an audio filter set, Pipecat's task runs
     as before.
     """

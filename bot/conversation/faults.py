@@ -72,7 +72,7 @@ SayHook = Callable[[str], Awaitable[bool]]
 """Plays a cached phrase by text now; False if it is not cached (``HoldingPhraseProcessor.say``)."""
 
 CACHED_CONTEXT_PREFIX = "holding-"
-"""``context_id`` prefix of audio pushed from the phrase cache (bot.holding)."""
+"""``context_id`` prefix of audio pushed from the phrase cache (bot.conversation.holding)."""
 END_CALL_FUNCTION = "end_call"
 DEFAULT_TIMEOUT_SECS = 4.0
 """Caller's end of speech -> apology when no answer audio came (Settings.provider_timeout_secs)."""

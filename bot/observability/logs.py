@@ -48,7 +48,7 @@ def setup_logging(level: str = "INFO", fmt: str = "text", secrets: Iterable[str]
     ``secrets`` are masked in every message as a second line of defence: nothing should
     format them into a message in the first place.
     """
-    from bot.records import Redactor
+    from bot.observability.records import Redactor
 
     redactor = Redactor(list(secrets))
 

@@ -6,12 +6,12 @@ happened) from its ``call_sid``; and a dashboard needs the same latencies as his
 slow provider shows up before callers complain.
 
 * ``CallObserver`` (one per call) watches frames as Pipecat pushes them, builds the call's
-  record and feeds the Prometheus histograms of ``bot.metrics.Metrics`` live.
+  record and feeds the Prometheus histograms of ``bot.observability.metrics.Metrics`` live.
 * ``CallObserver.finish`` logs one INFO summary line and, with ``CALL_RECORDS_DIR`` set,
   writes ``<dir>/<YYYY-MM-DD>/<call_sid>.json`` (and a stereo WAV with
   ``CALL_RECORDS_AUDIO``), atomically, with every configured secret redacted.
-* ``report_main`` (``python -m bot report CALL.json``) renders a record with ``bot.report``:
-  the same table and timeline picture as a simulated call.
+* ``report_main`` (``python -m bot report CALL.json``) renders a record with
+  ``bot.simulator.report``: the same table and timeline picture as a simulated call.
 
 Times in a record are seconds on the monotonic clock since the call started
 (``CallSession.started_at``); ``started_at`` gives the wall-clock start in ISO 8601 UTC.
@@ -65,8 +65,8 @@ from pydantic import SecretStr
 
 if TYPE_CHECKING:
     from bot.config import Settings
-    from bot.metrics import Metrics
-    from bot.simulator import CallRecording
+    from bot.observability.metrics import Metrics
+    from bot.simulator.client import CallRecording
 
 RECORD_VERSION = 1
 # A clear more than this long after a caller's onset was not caused by that onset.
@@ -89,7 +89,7 @@ _DOWN = FrameDirection.DOWNSTREAM  # a module constant: Enum attribute lookups a
 
 
 class CallInfoLike(Protocol):
-    """What the observer needs to know about the call (``bot.call.CallInfo`` fits)."""
+    """What the observer needs to know about the call (``bot.telephony.call.CallInfo`` fits)."""
 
     call_sid: str
     stream_sid: str
@@ -321,7 +321,7 @@ class CallObserver(BaseObserver):
         output.add_event_handler("on_resumed", self._on_resumed)
 
     def attach_holding(self, processor: Any) -> None:
-        """Record the phrases of a ``bot.holding.HoldingPhraseProcessor`` (its
+        """Record the phrases of a ``bot.conversation.holding.HoldingPhraseProcessor`` (its
         ``on_holding_phrase(processor, HoldingEvent)`` event)."""
         processor.add_event_handler("on_holding_phrase", self._on_holding_event)
 
@@ -359,8 +359,8 @@ class CallObserver(BaseObserver):
 
     def wants(self, data: FramePushed) -> bool:
         """Whether ``on_push_frame`` would act on this push. The call's observer hub
-        (bot.pipeline) asks first and queues only these, so caller audio, speaking ticks and
-        bot audio on its way to the output never reach this observer's queue."""
+        (bot.conversation.pipeline) asks first and queues only these, so caller audio, speaking
+        ticks and bot audio on its way to the output never reach this observer's queue."""
         if self._handler(type(data.frame)) is None:
             return False
         if isinstance(data.frame, OutputAudioRawFrame):
@@ -733,7 +733,7 @@ def _size_counts(sizes: Sequence[int] | None) -> dict[str, int]:
 
 
 def watch_call(session: Any, settings: Settings, metrics: Metrics | None) -> CallObserver:
-    """Attach a CallObserver to a built (not yet running) ``bot.call.CallSession``.
+    """Attach a CallObserver to a built (not yet running) ``bot.telephony.call.CallSession``.
 
     Also records holding phrases if the session keeps its ``HoldingPhraseProcessor`` as
     ``session.holding``.
@@ -998,13 +998,13 @@ def _write_wav(f: Any, audio: StereoAudio) -> None:
 
 
 def record_to_recording(record: Mapping[str, Any]) -> CallRecording:
-    """The record as a ``bot.simulator.CallRecording``, so ``bot.report`` draws it.
+    """The record as a ``bot.simulator.client.CallRecording``, so ``bot.simulator.report`` draws it.
 
     Bot audio is replayed through the simulator's model of Exotel's player (chunks back to
     back, ``clear`` drops what has not started, marks echo when their audio has played), so
     the picture means the same thing for both. Audio tracks are left empty.
     """
-    from bot.simulator import CallRecording, DtmfRecord, ExotelPlayer, chunk_size_problems
+    from bot.simulator.client import CallRecording, DtmfRecord, ExotelPlayer, chunk_size_problems
 
     rate = int(record["sample_rate"])
     duration = float(record["duration_secs"] or 0.0)
@@ -1078,7 +1078,7 @@ def _replay_player(player: Any, record: Mapping[str, Any], duration: float) -> A
 
 def _messages(record: Mapping[str, Any]) -> list[Any]:
     """Per-event message counts as the simulator keeps them (times unknown: 0)."""
-    from bot.simulator import MessageRecord
+    from bot.simulator.client import MessageRecord
 
     out = [
         MessageRecord(0.0, "to_bot", event, 0)
@@ -1096,7 +1096,7 @@ def _messages(record: Mapping[str, Any]) -> list[Any]:
 
 
 def _sim_turn(turn: Mapping[str, Any]) -> Any:
-    from bot.simulator import Turn
+    from bot.simulator.client import Turn
 
     start = turn.get("speech_start")
     end = turn.get("speech_end")
@@ -1132,7 +1132,8 @@ def _add_talk_over(turns: Sequence[Any], chunks: Sequence[Any]) -> None:
 
 
 def record_transcript(record: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """What ``bot.report.format_report`` takes as ``transcript``: heard / answered / hold."""
+    """What ``bot.simulator.report.format_report`` takes as ``transcript``: heard / answered /
+    hold."""
     return [
         {
             "heard": t.get("heard") or None,
@@ -1163,7 +1164,7 @@ def load_record(path: Path | str) -> dict[str, Any]:
 
 def run_report(record_file: Path | str, png: Path | str | None = None) -> int:
     """Print the record's table and compliance summary; draw its timeline PNG."""
-    from bot.report import format_report, write_timeline_png
+    from bot.simulator.report import format_report, write_timeline_png
 
     try:
         record = load_record(record_file)

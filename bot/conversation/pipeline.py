@@ -8,6 +8,7 @@ cheap factories; the heavy objects come in through ``ProviderContext.shared``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
 from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
@@ -26,17 +27,19 @@ from pipecat.processors.aggregators.llm_response_universal import (
     LLMUserAggregatorParams,
 )
 from pipecat.processors.frame_processor import FrameCallback, FrameDirection, FrameProcessor
+from pipecat.transports.base_transport import BaseTransport
 from pipecat.turns.user_start import (
     TranscriptionUserTurnStartStrategy,
     VADUserTurnStartStrategy,
 )
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
-from bot import pipecat_fixes
-from bot.providers import ProviderChoice, ProviderContext
-from bot.transport import ExotelOutputTransport, ExotelTransport
-from bot.turns import PatientSpeechTimeoutStopStrategy, SpeculativeSpeechTimeoutStopStrategy
-from bot.vad import SharedSileroVADAnalyzer, report_onsets
+from bot.conversation.turns import (
+    PatientSpeechTimeoutStopStrategy,
+    SpeculativeSpeechTimeoutStopStrategy,
+)
+from bot.conversation.vad import SharedSileroVADAnalyzer, report_onsets
+from bot.providers import ProviderChoice, ProviderContext, pipecat_fixes
 
 pipecat_fixes.apply()
 
@@ -99,7 +102,7 @@ class PushesOnlyUnlessAsked(WorkerObserver):
     """Pipecat's observer hub, except that frames go only to observers that read them.
 
     The hub queues every frame a processor processes, as well as every frame it pushes, to
-    each observer's task. The call's observer (bot.records) reads pushes only, so the
+    each observer's task. The call's observer (bot.observability.records) reads pushes only, so the
     processed half was a queue hop per frame per processor for nothing. A push is queued
     only if some observer wants it: one with a ``wants(data)`` method is asked, one without
     wants everything. The call's observer ignored most pushes (caller audio, bot audio
@@ -121,9 +124,20 @@ class PushesOnlyUnlessAsked(WorkerObserver):
                 return
 
 
-def pause_at_onsets(controller: VADController, output: ExotelOutputTransport) -> None:
+class PausableOutput(Protocol):
+    """The output transport's pause and resume (bot.telephony.transport.ExotelOutputTransport).
+
+    Named by shape, not imported: the conversation sits below telephony.
+    """
+
+    async def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+
+def pause_at_onsets(controller: VADController, output: PausableOutput) -> None:
     """The bot's audio pauses at the caller's first voiced window and resumes if the VAD
-    then hears no speech; a confirmed onset interrupts it as before (bot.transport)."""
+    then hears no speech; a confirmed onset interrupts it as before (bot.telephony.transport)."""
     controller = report_onsets(controller)
 
     @controller.event_handler("on_speech_onset")
@@ -153,7 +167,7 @@ class CallPipeline:
 
 
 def build_call_pipeline(
-    transport: ExotelTransport,
+    transport: BaseTransport,
     choice: ProviderChoice,
     ctx: ProviderContext,
     *,
@@ -198,7 +212,7 @@ def build_call_pipeline(
                         else PatientSpeechTimeoutStopStrategy
                     )(
                         user_speech_timeout=s.turn_speech_timeout_secs,
-                        # The words are read for English only (bot.turns).
+                        # The words are read for English only (bot.conversation.turns).
                         unfinished_timeout=(
                             s.turn_unfinished_timeout_secs
                             if s.bot_language.lower().startswith("en")
@@ -238,8 +252,8 @@ def build_call_pipeline(
             enable_usage_metrics=False,
         ),
         enable_rtvi=False,
-        # The call's observer (bot.records) tracks turns; Pipecat's own turn tracker would
-        # be a second observer queue fed every frame push of the call.
+        # The call's observer (bot.observability.records) tracks turns; Pipecat's own turn
+        # tracker would be a second observer queue fed every frame push of the call.
         enable_turn_tracking=False,
         # The call controller owns idle handling (prompt, then goodbye); Pipecat's 5-minute
         # idle cancel would cut a silent caller without a word.

@@ -20,8 +20,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from bot.report import save_report
-from bot.simulator import (
+from bot.simulator.client import (
     Action,
     BargeIn,
     CallConfig,
@@ -32,6 +31,7 @@ from bot.simulator import (
     WaitForBot,
     WaitForBotHangup,
 )
+from bot.simulator.report import save_report
 
 DEMO_QUESTIONS = (
     "Hello. What are your opening hours?",
@@ -44,7 +44,7 @@ SERVER_START_SECS = 120.0
 
 def speech(texts: list[str], rate: int) -> list[np.ndarray]:
     """Caller audio for ``texts``, spoken by the offline voice (varied, like a person)."""
-    from bot.offline import get_offline_models, synthesize
+    from bot.providers.offline import get_offline_models, synthesize
 
     models = get_offline_models()
     return [np.frombuffer(synthesize(models, t, rate, varied=True), np.int16) for t in texts]
@@ -101,7 +101,7 @@ async def _stop(server: asyncio.subprocess.Process) -> None:
 
 
 def _find_record(records: Path, call_sid: str) -> dict | None:
-    from bot.records import load_record
+    from bot.observability.records import load_record
 
     for path in sorted(records.glob(f"*/{call_sid}*.json")):
         return load_record(path)
@@ -135,7 +135,7 @@ def transcript_by_time(rec: CallRecording, record: dict) -> list[dict]:
 
 
 def _print_and_save(rec: CallRecording, out: Path, record: dict | None) -> dict[str, Path]:
-    from bot.records import record_annotations
+    from bot.observability.records import record_annotations
 
     transcript = transcript_by_time(rec, record) if record else None
     annotations = record_annotations(record) if record else None
@@ -193,7 +193,7 @@ def _open_log(path: Path):
 
 
 def _load_wav(path: Path, rate: int) -> np.ndarray:
-    from bot.simulator import load_audio
+    from bot.simulator.client import load_audio
 
     return load_audio(path, rate)
 

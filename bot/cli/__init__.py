@@ -1,0 +1,10 @@
+"""The command line: ``python -m bot serve | demo | call | doctor | report``.
+
+Owns: argument parsing and each command's top level. It is the top room: it may import every
+other room (the demo and ``call`` use the simulator and the test kit); nothing imports it but
+``bot/__main__.py``.
+"""
+
+from bot.cli.main import main
+
+__all__ = ["main"]

@@ -1,0 +1,88 @@
+"""What every provider module shares: the registry table and what a factory is given.
+
+A provider is one name -> one small factory (``register``); the modules that register them are
+``bot.providers.cloud`` (Deepgram, OpenAI, Cartesia) and ``bot.providers.registry`` (the offline
+set and the choice between them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pipecat.processors.frame_processor import FrameProcessor
+
+from bot.config import Settings
+
+Kind = Literal["stt", "llm", "tts"]
+EndCall = Callable[[str], Awaitable[None]]
+
+
+@dataclass
+class SharedResources:
+    """Process-wide objects the offline providers need (loaded once, shared by calls)."""
+
+    offline_models: Any = None  # bot.providers.offline.OfflineModels
+    knowledge: Any = None  # bot.providers.scripted.Knowledge
+    phrases: Any = None  # bot.conversation.holding.PhraseCache: holding phrases, greeting, goodbye
+
+
+@dataclass(frozen=True)
+class ProviderContext:
+    """What a factory may use to build one call's service."""
+
+    settings: Settings
+    in_rate: int  # the pipeline's input rate (STT hears this)
+    out_rate: int  # the call's rate (TTS is asked for this)
+    shared: SharedResources = field(default_factory=SharedResources)
+    end_call: EndCall | None = None  # ends the call once the goodbye has been heard
+
+
+Factory = Callable[[ProviderContext], FrameProcessor]
+
+
+@dataclass(frozen=True)
+class Provider:
+    kind: Kind
+    name: str
+    label: str
+    factory: Factory
+    key: str | None = None  # the setting that must be set (cloud providers)
+    modules: tuple[str, ...] = ()  # importable modules it needs (optional extras)
+    tools: bool = False  # whether it can call the end_call function
+
+
+REGISTRY: dict[tuple[Kind, str], Provider] = {}
+# Which provider a kind falls back to: the cloud one when its key is set, else the offline one.
+DEFAULTS: dict[Kind, tuple[str, str]] = {
+    "stt": ("deepgram", "whisper"),
+    "llm": ("openai", "scripted"),
+    "tts": ("cartesia", "piper"),
+}
+OFFLINE_EXTRA_HINT = 'pip install -e ".[offline]"'
+
+
+def register(
+    kind: Kind,
+    name: str,
+    *,
+    label: str,
+    key: str | None = None,
+    modules: tuple[str, ...] = (),
+    tools: bool = False,
+) -> Callable[[Factory], Factory]:
+    def add(factory: Factory) -> Factory:
+        REGISTRY[(kind, name)] = Provider(kind, name, label, factory, key, modules, tools)
+        return factory
+
+    return add
+
+
+def names(kind: Kind) -> list[str]:
+    return sorted(name for k, name in REGISTRY if k == kind)
+
+
+def secret_value(value: Any) -> str:
+    """A ``SecretStr`` setting's text, or empty when it is unset."""
+    return value.get_secret_value() if value is not None else ""

