@@ -420,7 +420,7 @@ def fakes_env(port_base: int, tls: ServerTLS | None = None) -> dict[str, str]:
 def fakes_process(
     lat: FakeLatencies, port_base: int, log_name: str, tls: ServerTLS | None = None
 ) -> ManagedProcess:
-    argv = [PYTHON, "-m", "bot.testing.fakes", "--port-base", str(port_base), *lat.cli_args()]
+    argv = [PYTHON, "-m", "bot.fakes", "--port-base", str(port_base), *lat.cli_args()]
     argv += ["--log-level", "WARNING"]
     if tls:
         argv += ["--tls-cert", tls.certfile, "--tls-key", tls.keyfile]

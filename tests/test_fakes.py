@@ -635,7 +635,7 @@ def _free_port_block(size: int = 3) -> int:
 def test_cli_serves_all_three_until_sigint() -> None:
     base = _free_port_block()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bot.testing.fakes", "--port-base", str(base)],
+        [sys.executable, "-m", "bot.fakes", "--port-base", str(base)],
         cwd=Path(__file__).resolve().parents[1],
         stdout=subprocess.PIPE,
         text=True,

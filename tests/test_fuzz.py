@@ -374,7 +374,7 @@ async def test_live_call_survives_junk_and_oversized_messages(bot: BotUnderTest)
     assert dropped, "bad input was not logged"
     assert any("exceeds the" in line.message for line in lines), "the oversized one was not"
     assert errors(lines) == [], [str(line) for line in errors(lines)]
-    session = bot.server.runtime.finished_calls[-1]
+    session = bot.runtime.finished_calls[-1]
     rejected = {k: v for k, v in session.serializer.counters.items() if k.startswith("rejected")}
     assert sum(rejected.values()) >= 100, rejected
 
@@ -385,15 +385,15 @@ async def test_a_frame_over_the_websocket_limit_closes_the_call_cleanly(bot: Bot
     huge = "A" * (20 * 1024 * 1024)
     await CallerSim(CallConfig(url=bot.url)).run([WaitForBot(gap=0.1, timeout=10)])  # warm
     await bot.idle()
-    baseline = usage((bot.testing.fakes.openai.port,))
+    baseline = usage((bot.fakes.openai.port,))
     with captured_logs() as lines:
         sim = CallerSim(CallConfig(url=bot.url))
         rec = await sim.run([WaitForBot(gap=0.1, timeout=10), SendRaw(huge), Wait(5)])
         await bot.idle()
-        after = await settled_usage(baseline, (bot.testing.fakes.openai.port,))
+        after = await settled_usage(baseline, (bot.fakes.openai.port,))
     assert rec.closed_by == "bot" and rec.close_code == 1009, (rec.closed_by, rec.close_code)
     assert rec.duration_secs < 4.0
-    assert bot.server.runtime.finished_calls[-1].hung_up_by == "caller"  # the peer broke the stream
+    assert bot.runtime.finished_calls[-1].hung_up_by == "caller"  # the peer broke the stream
     assert errors(lines) == [], [str(line) for line in errors(lines)]
     assert after.within(baseline), (baseline, after)
 
@@ -411,7 +411,7 @@ async def test_a_connection_that_never_starts_is_closed(bot: BotUnderTest) -> No
                         await ws.recv()
             closed_after = time.monotonic() - began
         assert 0.9 <= closed_after < 2.5, closed_after
-    assert bot.server.runtime.active_calls == 0 and not bot.server.runtime.finished_calls
+    assert bot.runtime.active_calls == 0 and not bot.runtime.finished_calls
 
 
 async def test_junk_before_start_does_not_stop_the_call(bot: BotUnderTest) -> None:
@@ -427,4 +427,4 @@ async def test_junk_before_start_does_not_stop_the_call(bot: BotUnderTest) -> No
                 pass  # the greeting arrives
         await ws.send(json.dumps({"event": "stop", "stop": {"reason": "callended"}}))
     await bot.idle()
-    assert bot.server.runtime.finished_calls[-1].info.stream_sid == "S1"
+    assert bot.runtime.finished_calls[-1].info.stream_sid == "S1"

@@ -15,7 +15,7 @@ import httpx2
 import pytest
 from openai import APIError
 
-from bot import openai_stream
+from bot.providers import openai_stream
 from bot.providers.openai_stream import ChunkStream, _chunk, _sse_data, messages_as_given
 
 CHUNK = {

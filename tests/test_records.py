@@ -785,7 +785,7 @@ async def test_end_to_end_metrics_record_and_logs_match_the_simulated_call(
     assert not [s for s in secrets if s in text]
 
 
-OTHER_ENDS = ("bot.simulator.client", "bot.testing.fakes")
+OTHER_ENDS = ("bot.simulator", "bot.testing")
 
 
 async def test_holding_processor_events_reach_the_record() -> None:

@@ -10,7 +10,8 @@ from starlette.websockets import WebSocketDisconnect
 
 from bot.config import Settings
 from bot.providers import SharedResources, choose_providers
-from bot.server.app import BasicAuth, create_app, parse_passthru_stream, parse_sample_rate
+from bot.server.app import create_app
+from bot.server.exotel_routes import BasicAuth, parse_passthru_stream, parse_sample_rate
 from bot.server.runtime import Runtime
 
 

@@ -99,7 +99,7 @@ def _growth(before: Usage, after: Usage) -> str:
 @pytest.mark.soak
 async def test_soak_sequential_calls_with_random_hang_ups(bot: BotUnderTest) -> None:
     rng = random.Random(SOAK_SEED)
-    aside = (bot.testing.fakes.openai.port,)  # see callkit.Usage: the fake's side is judged apart
+    aside = (bot.fakes.openai.port,)  # see callkit.Usage: the fake's side is judged apart
     for _ in range(WARM_UP_CALLS):
         await one_call(bot, rng)
     gc.collect()
@@ -119,7 +119,7 @@ async def test_soak_sequential_calls_with_random_hang_ups(bot: BotUnderTest) -> 
         f"growth after warm-up: {_growth(baseline, after)}; live Python objects after a full "
         f"collection {objects:+d}"
     )
-    assert bot.server.runtime.active_calls == 0
+    assert bot.runtime.active_calls == 0
     assert errors(lines) == [], "\n".join(map(str, errors(lines)[:10]))
     assert after.tasks <= baseline.tasks, "\n".join(live_tasks())
     assert after.sockets <= baseline.sockets, "\n".join(open_sockets())

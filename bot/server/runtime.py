@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from fastapi import WebSocket
 from loguru import logger
+from starlette.requests import HTTPConnection
 
 from bot.config import Settings
 from bot.conversation.holding import start_phrase_cache
@@ -195,3 +196,8 @@ async def _close_quietly(websocket: WebSocket) -> None:
         await websocket.close()
     except Exception:
         pass
+
+
+def runtime_of(connection: HTTPConnection) -> Runtime:
+    """The process's runtime, for a route handling ``connection`` (set up by create_app)."""
+    return connection.app.state.runtime()
