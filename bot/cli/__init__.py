@@ -2,7 +2,8 @@
 
 Owns: argument parsing and each command's top level. It is the top room: it may import every
 other room (the demo and ``call`` use the simulator and the test kit); nothing imports it but
-``bot/__main__.py``.
+``bot/__main__.py``. It must not hold logic another room needs: a command reads its arguments
+and calls into the room that does the work.
 """
 
 from bot.cli.main import main

@@ -34,6 +34,7 @@ from pipecat.turns.user_start import (
 )
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
+from bot.config import Settings
 from bot.conversation.turns import (
     PatientSpeechTimeoutStopStrategy,
     SpeculativeSpeechTimeoutStopStrategy,
@@ -201,26 +202,7 @@ def build_call_pipeline(
             vad_analyzer=vad,
             # Armed when the bot stops speaking; the call controller prompts, then hangs up.
             user_idle_timeout=s.idle_prompt_secs,
-            # Model-free turn end: smart-turn often waits its 3 s fallback on phone audio
-            # (offline-models §7.4); a short speech timeout answers in ~0.5 s.
-            user_turn_strategies=UserTurnStrategies(
-                start=[VADUserTurnStartStrategy(), TranscriptionUserTurnStartStrategy()],
-                stop=[
-                    (
-                        SpeculativeSpeechTimeoutStopStrategy
-                        if s.turn_speculative
-                        else PatientSpeechTimeoutStopStrategy
-                    )(
-                        user_speech_timeout=s.turn_speech_timeout_secs,
-                        # The words are read for English only (bot.conversation.turns).
-                        unfinished_timeout=(
-                            s.turn_unfinished_timeout_secs
-                            if s.bot_language.lower().startswith("en")
-                            else 0.0
-                        ),
-                    )
-                ],
-            ),
+            user_turn_strategies=user_turn_strategies(s),
         ),
     )
     # The pair builds its own user aggregator and wires the assistant half to it; changing
@@ -241,7 +223,40 @@ def build_call_pipeline(
         transport.output(),
         aggregators.assistant(),
     ]
-    worker = PipelineWorker(
+    worker = _pipeline_worker(processors, ctx, observers)
+    worker._observer.__class__ = PushesOnlyUnlessAsked  # adds no state, like the swap above
+    return CallPipeline(worker, context, aggregators, stt, llm, tts)
+
+
+def user_turn_strategies(s: Settings) -> UserTurnStrategies:
+    """When a caller's turn starts (VAD or a transcript) and ends (a speech timeout)."""
+    # Model-free turn end: smart-turn often waits its 3 s fallback on phone audio
+    # (offline-models §7.4); a short speech timeout answers in ~0.5 s.
+    return UserTurnStrategies(
+        start=[VADUserTurnStartStrategy(), TranscriptionUserTurnStartStrategy()],
+        stop=[
+            (
+                SpeculativeSpeechTimeoutStopStrategy
+                if s.turn_speculative
+                else PatientSpeechTimeoutStopStrategy
+            )(
+                user_speech_timeout=s.turn_speech_timeout_secs,
+                # The words are read for English only (bot.conversation.turns).
+                unfinished_timeout=(
+                    s.turn_unfinished_timeout_secs
+                    if s.bot_language.lower().startswith("en")
+                    else 0.0
+                ),
+            )
+        ],
+    )
+
+
+def _pipeline_worker(
+    processors: list[FrameProcessor], ctx: ProviderContext, observers: list[BaseObserver] | None
+) -> PipelineWorker:
+    """The worker that runs the call's pipeline, with metrics on and Pipecat's extras off."""
+    return PipelineWorker(
         Pipeline(processors),
         params=PipelineParams(
             audio_in_sample_rate=ctx.in_rate,
@@ -260,5 +275,3 @@ def build_call_pipeline(
         idle_timeout_secs=None,
         observers=observers or [],
     )
-    worker._observer.__class__ = PushesOnlyUnlessAsked  # adds no state, like the swap above
-    return CallPipeline(worker, context, aggregators, stt, llm, tts)
