@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # `python bench/x.py` runs with bench/ first on the path
 
-from bot.simulator.client import (  # noqa: E402
+from bot.simulator import (  # noqa: E402
     Action,
     BargeIn,
     CallConfig,

@@ -44,7 +44,7 @@ from bot.conversation.holding import (  # noqa: E402
 from bot.providers import choose_providers  # noqa: E402
 from bot.server.app import create_app  # noqa: E402
 from bot.server.runtime import Runtime  # noqa: E402
-from bot.simulator.client import (  # noqa: E402
+from bot.simulator import (  # noqa: E402
     CallConfig,
     CallRecording,
     ExotelSimulator,

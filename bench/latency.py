@@ -79,7 +79,7 @@ from common import (  # noqa: E402
     write_json,
 )
 
-from bot.simulator.client import (  # noqa: E402
+from bot.simulator import (  # noqa: E402
     BargeIn,
     CallConfig,
     CallRecording,

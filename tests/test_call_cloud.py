@@ -9,7 +9,7 @@ import pytest
 import websockets
 
 from bot.conversation.vad import OnsetReportingVADController
-from bot.simulator.client import (
+from bot.simulator import (
     BargeIn,
     CallConfig,
     ExotelSimulator,

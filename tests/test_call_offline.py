@@ -14,7 +14,7 @@ from bot.providers.offline import get_offline_models, synthesize, transcribe
 from bot.providers.scripted import load_knowledge
 from bot.server.app import create_app
 from bot.server.runtime import Runtime
-from bot.simulator.client import CallConfig, ExotelSimulator, Hangup, Say, WaitForBot
+from bot.simulator import CallConfig, ExotelSimulator, Hangup, Say, WaitForBot
 from bot.testing.localserver import serving
 
 pytestmark = pytest.mark.models

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from bot.simulator.client import (
+from bot.simulator import (
     Action,
     CallConfig,
     CallRecording,

@@ -31,7 +31,7 @@ from pipecat.frames.frames import Frame, InputAudioRawFrame
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from bot.simulator.client import CallConfig, Hangup, Say, SendRaw, Wait, WaitForBot
+from bot.simulator import CallConfig, Hangup, Say, SendRaw, Wait, WaitForBot
 from bot.testing.fakes import FakeCartesia, FakeDeepgram, FakeOpenAI, FakeProviders
 from serializers.exotel import (
     DEFAULT_MAX_MESSAGE_BYTES,

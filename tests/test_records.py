@@ -62,7 +62,6 @@ from bot.observability.records import (
     configured_secrets,
     provider_label,
     record_path,
-    report_main,
     summary_line,
     watch_call,
     write_record,
@@ -70,7 +69,8 @@ from bot.observability.records import (
 from bot.providers import SharedResources, choose_providers
 from bot.server.app import create_app
 from bot.server.runtime import Runtime
-from bot.simulator.client import BargeIn, CallConfig, Hangup, Say, WaitForBot, simulate_call
+from bot.simulator import BargeIn, CallConfig, Hangup, Say, WaitForBot, simulate_call
+from bot.simulator.from_record import report_main
 from bot.testing.fakes import FakeProviders
 from bot.testing.localserver import serving
 from tests.conftest import energy_vad_factory

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
-from bot.simulator.client import (
+from bot.simulator import (
     CallRecording,
     ExotelPlayer,
     Hangup,

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from bot.conversation.memory import can_trim
-from bot.simulator.client import CallConfig, ExotelSimulator, Wait, WaitForBot, WaitForBotHangup
+from bot.simulator import CallConfig, ExotelSimulator, Wait, WaitForBot, WaitForBotHangup
 from bot.testing.fakes import FakeProviders
 
 

@@ -21,7 +21,7 @@ import pytest
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from bot.simulator.client import (
+from bot.simulator import (
     BargeIn,
     CallConfig,
     Dtmf,

@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator
 import pytest
 from websockets.asyncio.client import connect
 
-from bot.simulator.client import CallConfig, Say, Wait, WaitForBot
+from bot.simulator import CallConfig, Say, Wait, WaitForBot
 from bot.testing.fakes import FakeCartesia, FakeDeepgram, FakeOpenAI, FakeProviders
 from tests.callkit import (
     BotUnderTest,

@@ -33,7 +33,7 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.workers.runner import WorkerRunner
 from uvicorn.protocols.utils import ClientDisconnected
 
-from bot.simulator.client import CallConfig, ExotelSimulator, WaitForBotHangup
+from bot.simulator import CallConfig, ExotelSimulator, WaitForBotHangup
 from bot.telephony.call import read_handshake
 from bot.telephony.transport import ExotelTransport, exotel_params
 from bot.testing.localserver import serving

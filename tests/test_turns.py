@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bot.conversation.turns import sounds_unfinished
-from bot.simulator.client import CallConfig, ExotelSimulator, Hangup, Say, WaitForBot
+from bot.simulator import CallConfig, ExotelSimulator, Hangup, Say, WaitForBot
 from bot.testing.fakes import FakeCartesia, FakeDeepgram, FakeOpenAI, FakeProviders
 from tests.helpers import bot_on_fakes, tone
 

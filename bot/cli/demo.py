@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from bot.simulator.client import (
+from bot.simulator import (
     Action,
     BargeIn,
     CallConfig,
@@ -135,7 +135,7 @@ def transcript_by_time(rec: CallRecording, record: dict) -> list[dict]:
 
 
 def _print_and_save(rec: CallRecording, out: Path, record: dict | None) -> dict[str, Path]:
-    from bot.observability.records import record_annotations
+    from bot.simulator.from_record import record_annotations
 
     transcript = transcript_by_time(rec, record) if record else None
     annotations = record_annotations(record) if record else None
@@ -193,7 +193,7 @@ def _open_log(path: Path):
 
 
 def _load_wav(path: Path, rate: int) -> np.ndarray:
-    from bot.simulator.client import load_audio
+    from bot.simulator import load_audio
 
     return load_audio(path, rate)
 

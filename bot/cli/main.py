@@ -51,7 +51,7 @@ def _call(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from bot.observability.records import run_report
+    from bot.simulator.from_record import run_report
 
     return run_report(args.record, args.png)
 

@@ -1,4 +1,4 @@
-"""Turn a simulated call (`bot.simulator.client.CallRecording`) into things a person can check
+"""Turn a simulated call (`bot.simulator.model.CallRecording`) into things a person can check
 quickly.
 
 Why: a recording is thousands of numbers; what a reviewer needs is "did each turn get a fast
@@ -23,7 +23,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from bot.simulator.client import CallRecording, Turn, chunk_size_problems
+from bot.simulator.model import CallRecording, Turn
+from bot.simulator.protocol import chunk_size_problems
 
 MAX_VIOLATIONS_SHOWN = 5
 CELL = 26  # width of the free-text table columns
