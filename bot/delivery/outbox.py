@@ -250,8 +250,12 @@ class Outbox:
     async def run_once(self) -> int:
         """One pass: lease the due events and attempt each once, concurrently; how many."""
         items = await self.store.take_due(QUEUE, self._clock(), self._lease, self._batch)
-        if items:
-            await asyncio.gather(*(self._attempt(item) for item in items))
+        results = await asyncio.gather(
+            *(self._attempt(item) for item in items), return_exceptions=True
+        )
+        for item, result in zip(items, results, strict=True):
+            if isinstance(result, Exception):  # its lease runs out and it is attempted again
+                logger.warning(f"webhook {item.item_id}: attempt not recorded: {result!r}")
         return len(items)
 
     async def _housekeeping(self) -> None:
