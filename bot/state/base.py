@@ -25,7 +25,10 @@ class QueuedItem:
 
 
 class StateStore(ABC):
-    """Keys with a time to live, an atomic claim, and queues of due items."""
+    """Keys with a time to live, an atomic claim, and queues of due items.
+
+    Key names starting with ``queue:{`` are reserved (the Redis backend keeps queues there).
+    """
 
     @abstractmethod
     async def get(self, key: str) -> str | None:
@@ -74,6 +77,18 @@ class StateStore(ABC):
     @abstractmethod
     async def items(self, queue: str) -> list[QueuedItem]:
         """Every item of the queue, soonest due first."""
+
+    def down_for_secs(self) -> float:
+        """How long the backend has been unreachable; 0.0 for backends that cannot be."""
+        return 0.0
+
+    def healthy(self, grace_secs: float | None = None) -> bool:
+        """False once the backend has been unreachable for longer than ``grace_secs``.
+
+        ``/ready`` asks this so a balancer stops sending calls to an instance that cannot see
+        the shared state; only ``ResilientStore`` (around Redis) ever answers False.
+        """
+        return True
 
     async def close(self) -> None:
         """Release connections and files; the store is not used afterwards."""
