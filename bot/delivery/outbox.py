@@ -413,7 +413,8 @@ async def list_events(store: StateStore, state: str | None = None) -> list[Deliv
         raise ValueError(f"state must be one of {', '.join(STATES)}, not {state!r}")
     found = [Delivery.from_payload(p, item.due_at) for item, p in await _live(store)]
     found += [Delivery.from_payload(p) for _, p in await _settled(store)]
-    return sorted((d for d in found if state in (None, d.state)), key=lambda d: d.created_at)
+    chosen = (d for d in found if state in (None, d.state))
+    return sorted(chosen, key=lambda d: (d.created_at, d.id))
 
 
 async def deliveries_for_call(store: StateStore, call_sid: str) -> list[Delivery]:
@@ -425,7 +426,7 @@ async def deliveries_for_call(store: StateStore, call_sid: str) -> list[Delivery
     ]
     prefix = f"{DONE_PREFIX}{quote(call_sid, safe='')}:"
     found += [Delivery.from_payload(p) for _, p in await _settled(store, prefix)]
-    return sorted(found, key=lambda d: d.created_at)
+    return sorted(found, key=lambda d: (d.created_at, d.id))
 
 
 async def retry(store: StateStore, event_id: str, *, now: float | None = None) -> bool:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import socket
 import time
+from random import Random
 
 import pytest
 from standardwebhooks import Webhook
@@ -22,9 +23,18 @@ from bot.delivery.outbox import (
     retry_dead,
 )
 from bot.state.memory import MemoryStore
+from bot.state.sqlite import SQLiteStore
 from tests.delivery.conftest import SECRET, Receiver, serve, spec_verifies
 
 pytestmark = pytest.mark.timeout(10)
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def store(request, tmp_path):
+    """Every behaviour on the test backend and on the default serving one."""
+    found = MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "state.db")
+    yield found
+    await found.close()
 
 
 def make_event(call_sid: str = "CA1", kind: str = "call.ended") -> Event:
@@ -48,9 +58,9 @@ async def drive(outbox: Outbox, clock, passes: int, step: float = MAX_RETRY_SECS
         clock.advance(step)
 
 
-async def test_down_three_times_then_delivered_on_the_fourth_with_one_id(receiver, clock):
+async def test_down_three_times_then_delivered_on_the_fourth_with_one_id(receiver, clock, store):
     receiver.statuses = [500, 502, 500, 200]
-    store, events = MemoryStore(), []
+    events = []
     outbox = make_outbox(store, receiver.url, clock, events)
     event = make_event()
     assert await outbox.add(event)
@@ -76,11 +86,11 @@ async def test_down_three_times_then_delivered_on_the_fourth_with_one_id(receive
     assert await store.items(QUEUE) == []  # settled events leave the work queue
 
 
-async def test_refused_then_timeout_then_delivered(clock):
+async def test_refused_then_timeout_then_delivered(clock, store):
     with socket.socket() as probe:  # a port nobody listens on, yet
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    store, events = MemoryStore(), []
+    events = []
     url = f"http://127.0.0.1:{port}/hooks?token=s3cret"
     outbox = make_outbox(store, url, clock, events, timeout_secs=0.3)
     await outbox.add(make_event())
@@ -105,9 +115,9 @@ async def test_refused_then_timeout_then_delivered(clock):
     assert events == ["retried", "retried", "delivered"]
 
 
-async def test_410_stops_all_attempts(receiver, clock):
+async def test_410_stops_all_attempts(receiver, clock, store):
     receiver.statuses = [410]
-    store, events = MemoryStore(), []
+    events = []
     outbox = make_outbox(store, receiver.url, clock, events)
     await outbox.add(make_event())
     await drive(outbox, clock, 5)
@@ -118,11 +128,12 @@ async def test_410_stops_all_attempts(receiver, clock):
     assert outbox.pending() == 0
 
 
-async def test_dead_after_give_up_then_listed_and_resent(receiver, clock):
+async def test_dead_after_give_up_then_listed_and_resent(receiver, clock, store):
     receiver.statuses = [500]
-    store, events = MemoryStore(), []
+    events = []
     outbox = make_outbox(store, receiver.url, clock, events, give_up_secs=600)
     await outbox.add(make_event("CA1"))
+    clock.advance(1)
     await outbox.add(make_event("CA2"))
     await drive(outbox, clock, 4, step=400)
 
@@ -148,8 +159,7 @@ async def test_dead_after_give_up_then_listed_and_resent(receiver, clock):
     assert not await retry(store, "evt_nosuch", now=clock())
 
 
-async def test_add_is_idempotent_before_and_after_delivery(receiver, clock):
-    store = MemoryStore()
+async def test_add_is_idempotent_before_and_after_delivery(receiver, clock, store):
     outbox = make_outbox(store, receiver.url, clock)
     event = make_event()
     assert await outbox.add(event) is True
@@ -162,9 +172,8 @@ async def test_add_is_idempotent_before_and_after_delivery(receiver, clock):
     assert len(receiver.requests) == 1
 
 
-async def test_two_workers_on_one_store_send_an_event_once(receiver, clock):
+async def test_two_workers_on_one_store_send_an_event_once(receiver, clock, store):
     receiver.delay_secs = 0.3  # both passes overlap while the POST is in flight
-    store = MemoryStore()
     first, second = (make_outbox(store, receiver.url, clock) for _ in range(2))
     await first.add(make_event())
     taken = await asyncio.gather(first.run_once(), second.run_once())
@@ -174,9 +183,8 @@ async def test_two_workers_on_one_store_send_an_event_once(receiver, clock):
     assert len(receiver.requests) == 1
 
 
-async def test_a_worker_dying_mid_attempt_leaves_it_for_the_next(receiver, clock):
+async def test_a_worker_dying_mid_attempt_leaves_it_for_the_next(receiver, clock, store):
     receiver.delay_secs = 5.0
-    store = MemoryStore()
     dying = make_outbox(store, receiver.url, clock)
     event = make_event()
     await dying.add(event)
@@ -195,10 +203,9 @@ async def test_a_worker_dying_mid_attempt_leaves_it_for_the_next(receiver, clock
     assert [d.state for d in await list_events(store)] == ["delivered"]
 
 
-async def test_retry_after_is_honoured(receiver, clock):
+async def test_retry_after_is_honoured(receiver, clock, store):
     receiver.statuses = [503, 200]
     receiver.extra_headers = {"Retry-After": "1200"}
-    store = MemoryStore()
     outbox = make_outbox(store, receiver.url, clock)
     await outbox.add(make_event())
     await outbox.run_once()
@@ -211,10 +218,9 @@ async def test_retry_after_is_honoured(receiver, clock):
     await outbox.stop()
 
 
-async def test_backoff_grows_to_the_cap(receiver, clock):
+async def test_backoff_grows_to_the_cap(receiver, clock, store):
     receiver.statuses = [500]
-    store = MemoryStore()
-    outbox = make_outbox(store, receiver.url, clock, give_up_secs=10 * 86400)
+    outbox = make_outbox(store, receiver.url, clock, give_up_secs=10 * 86400, rng=Random(7))
     await outbox.add(make_event())
     delays = []
     for _ in range(14):
@@ -228,9 +234,8 @@ async def test_backoff_grows_to_the_cap(receiver, clock):
     assert max(delays[8:]) > 300  # windows of 640 s and more by then (full jitter)
 
 
-async def test_calls_page_view_and_retention(receiver, clock):
+async def test_calls_page_view_and_retention(receiver, clock, store):
     receiver.statuses = [200, 500]  # the first request succeeds, every later one fails
-    store = MemoryStore()
     outbox = make_outbox(store, receiver.url, clock)
     await outbox.add(make_event("CA1"))
     await outbox.run_once()
@@ -258,8 +263,8 @@ async def test_calls_page_view_and_retention(receiver, clock):
     await outbox.stop()
 
 
-async def test_the_worker_delivers_in_the_background_verifiably(receiver):
-    store, events = MemoryStore(), []
+async def test_the_worker_delivers_in_the_background_verifiably(receiver, store):
+    events = []
     outbox = Outbox(store, receiver.url, SECRET, on_event=events.append, poll_secs=0.2)
     outbox.start()
     event = make_event()
