@@ -12,6 +12,20 @@ Secrets:
 * anything else is a *raw* secret: the key is its UTF-8 bytes. A receiver then verifies with
   ``Webhook(secret.encode())`` (bytes), because the libraries base64-decode a ``str``. The
   ``whsec_`` form is recommended; the raw form exists for receivers that only have a password.
+
+A receiver (any framework; the body must be the raw bytes, not re-serialised JSON)::
+
+    from standardwebhooks import Webhook, WebhookVerificationError
+
+    def handle(raw_body: bytes, headers: dict[str, str]) -> int:
+        try:
+            event = Webhook(WEBHOOK_SECRET).verify(raw_body, headers)  # +-5 min tolerance
+        except (WebhookVerificationError, ValueError):
+            return 401
+        if seen_before(headers["webhook-id"]):  # retries repeat the id: de-duplicate on it
+            return 200
+        store(event["type"], event["data"])
+        return 200
 """
 
 from __future__ import annotations
