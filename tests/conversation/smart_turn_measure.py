@@ -128,13 +128,14 @@ class Voices:
         )
         self._quiet = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
 
-    def english(self, text: str) -> np.ndarray:
-        chunks = self._piper.synthesize(text, syn_config=self._quiet)
+    def english(self, text: str, varied: bool = False) -> np.ndarray:
+        """``varied``: with Piper's default noise, so each rendering's prosody differs."""
+        chunks = self._piper.synthesize(text, syn_config=None if varied else self._quiet)
         pcm = b"".join(c.audio_int16_bytes for c in chunks)
         return _resample(np.frombuffer(pcm, np.int16), self._piper.config.sample_rate, RATE)
 
     @staticmethod
-    def hindi(text: str) -> np.ndarray:
+    def hindi(text: str, varied: bool = False) -> np.ndarray:  # espeak-ng is deterministic
         out = subprocess.run(
             ["espeak-ng", "-v", "hi", "--stdout", text], capture_output=True, timeout=30, check=True
         ).stdout
@@ -199,21 +200,27 @@ class Row:
     elapsed_ms: float
 
 
-def build_clips(voices: Voices, hindi: bool) -> list[tuple[str, str, str, str, np.ndarray]]:
-    """(language, kind, cut, text, speech) for every fixture."""
+def build_clips(
+    voices: Voices, hindi: bool, renders: int = 1
+) -> list[tuple[str, str, str, str, np.ndarray]]:
+    """(language, kind, cut, text, speech) for every fixture; English ``renders`` times (the
+    first deterministic, the others with Piper's prosody noise)."""
     clips = []
-    sets = [("en", voices.english, ENGLISH)]
+    sets = [("en", voices.english, ENGLISH, renders)]
     if hindi:
-        sets.append(("hi", voices.hindi, HINDI))
-    for language, speak, sentences in sets:
-        for full_text, head_text, cut in sentences:
-            full = trim(speak(full_text))
-            head = trim(full[: cut_at(full, speak(head_text))])
-            clips.append((language, "complete", "", full_text, full))
-            clips.append((language, "half", cut, head_text, head))
-    for text in ENGLISH_COMPLETE_ONLY:
-        if text not in {s[0] for s in ENGLISH}:
-            clips.append(("en", "complete", "", text, trim(voices.english(text))))
+        sets.append(("hi", voices.hindi, HINDI, 1))
+    for language, speak, sentences, times in sets:
+        for n in range(times):
+            for full_text, head_text, cut in sentences:
+                full = trim(speak(full_text, varied=n > 0))
+                head = trim(full[: cut_at(full, speak(head_text, varied=n > 0))])
+                clips.append((language, "complete", "", full_text, full))
+                clips.append((language, "half", cut, head_text, head))
+    for n in range(renders):
+        for text in ENGLISH_COMPLETE_ONLY:
+            if text not in {s[0] for s in ENGLISH}:
+                speech = trim(voices.english(text, varied=n > 0))
+                clips.append(("en", "complete", "", text, speech))
     return clips
 
 
@@ -350,14 +357,18 @@ PAUSES = (0.3, 0.5, 0.8, 1.0)
 THRESHOLDS = (0.5, 0.7, 0.8, 0.9, 0.95)
 
 
-def _wait(row: Row, threshold: float | None) -> float:
-    """The turn's wait after the VAD stop: today's rule (threshold None) or the hybrid."""
+def _wait(row: Row, threshold: float | None, shorten_only: bool = False) -> float:
+    """The turn's wait after the VAD stop: today's rule (threshold None) or the hybrid;
+    ``shorten_only``: a variant where "incomplete" waits the speech timeout, not longer."""
     if threshold is None:
         return UNFINISHED_TIMEOUT if row.rule_says_unfinished else SPEECH_TIMEOUT
-    verdict = TurnVerdict(row.probability > threshold, row.probability, row.elapsed_ms)
-    wait = turn_wait(
-        verdict, row.text, row.rule_says_unfinished, SPEECH_TIMEOUT, UNFINISHED_TIMEOUT
+    verdict: TurnVerdict | None = TurnVerdict(
+        row.probability > threshold, row.probability, row.elapsed_ms
     )
+    if shorten_only and not verdict.complete:
+        verdict = None
+    rule = row.rule_says_unfinished
+    wait = turn_wait(verdict, row.text, rule, SPEECH_TIMEOUT, UNFINISHED_TIMEOUT)
     return wait or row.elapsed_ms / 1000  # "at once" is once the verdict is in
 
 
@@ -371,18 +382,20 @@ def simulate(rows: list[Row]) -> dict:
         halves = [r for r in sel if r.kind == "half"]
         complete = [r for r in sel if r.kind == "complete"]
         entry = {}
-        for threshold in (None, *THRESHOLDS):
+        variants = [(None, False)] + [(t, s) for s in (False, True) for t in THRESHOLDS]
+        for threshold, shorten in variants:
             name = "today" if threshold is None else f"hybrid@{threshold}"
-            waits = [_wait(r, threshold) for r in complete]
+            name += "/shorten-only" if shorten else ""
+            waits = [_wait(r, threshold, shorten) for r in complete]
+            cuts = {
+                p: sum(VAD_STOP + _wait(r, threshold, shorten) < p for r in halves) for p in PAUSES
+            }
             entry[name] = {
-                "cuts_by_pause": {
-                    f"{p}": f"{sum(VAD_STOP + _wait(r, threshold) < p for r in halves)}"
-                    f"/{len(halves)}"
-                    for p in PAUSES
-                },
+                "cuts_by_pause": {f"{p}": f"{n}/{len(halves)}" for p, n in cuts.items()},
                 "complete_wait_median_s": round(statistics.median(waits), 3),
                 "complete_wait_mean_s": round(statistics.fmean(waits), 3),
                 "complete_slowed": sum(w > SPEECH_TIMEOUT for w in waits),
+                "complete_wait_p95_s": round(sorted(waits)[round(0.95 * (len(waits) - 1))], 3),
             }
         out[f"{key[0]}/{key[1]}"] = entry
     return out
@@ -393,9 +406,10 @@ async def main() -> None:
     parser.add_argument("--json", help="write every number here")
     parser.add_argument("--no-hindi", action="store_true")
     parser.add_argument("--no-cost", action="store_true")
+    parser.add_argument("--renders", type=int, default=1, help="renderings of each English line")
     args = parser.parse_args()
     hindi = not args.no_hindi and shutil.which("espeak-ng") is not None
-    clips = build_clips(Voices(), hindi)
+    clips = build_clips(Voices(), hindi, args.renders)
     rows = await judge(clips, ("clean", "phone"))
     for r in rows:
         mark = "C" if r.complete else "i"
