@@ -56,7 +56,7 @@ MODEL_FILE = "smart-turn-v3.2-cpu.onnx"
 MODEL_PACKAGE = "pipecat.audio.turn.smart_turn.data"
 MODEL_SAMPLE_RATE = 16000
 MAX_TURN_SECS = 8  # the model looks at the last 8 s of the turn, zero-padded in front
-SAMPLE_RATES = (8000, 16000)
+SAMPLE_RATES = (8000, 16000, 24000)  # the call rates the bot takes; all resampled to 16 kHz
 COMPLETE_THRESHOLD = 0.5  # Pipecat's: probability > 0.5 is "complete"
 # Requests per session.run. Measured on this CPU (one intra-op thread), a turn costs ~26 ms
 # of CPU alone and 26-29 ms in batches of 2-8 (52 ms at 50): batching saves nothing, and a
@@ -96,7 +96,7 @@ class TurnVerdictExpired(TimeoutError):
 def check_audio(audio_int16: bytes, sample_rate: int) -> None:
     """Raise ValueError, naming the problem, for audio the model cannot take."""
     if sample_rate not in SAMPLE_RATES:
-        raise ValueError(f"smart-turn takes 8000 or 16000 Hz audio, not {sample_rate}")
+        raise ValueError(f"smart-turn takes 8000, 16000 or 24000 Hz audio, not {sample_rate}")
     if len(audio_int16) % 2:
         raise ValueError(f"16-bit PCM has an even byte count, not {len(audio_int16)}")
 
@@ -105,8 +105,9 @@ def features(audio_int16: bytes, sample_rate: int) -> np.ndarray:
     """The model's input for one turn: ``(80, 800)`` float32 log-mel of its last 8 s.
 
     As ``LocalSmartTurnAnalyzerV3._predict_endpoint``: int16 -> float in [-1, 1), soxr HQ
-    to 16 kHz, the last 8 s (zeros in front when shorter), Whisper features normalized.
-    Only the last 8 s are resampled, plus a little lead so the filter has settled.
+    to 16 kHz (from 8 or 24 kHz), the last 8 s (zeros in front when shorter), Whisper
+    features normalized. Only the last 8 s are resampled, plus a little lead so the filter
+    has settled.
     """
     check_audio(audio_int16, sample_rate)
     samples = np.frombuffer(audio_int16, np.int16)
@@ -158,7 +159,7 @@ class SmartTurnBatch:
     async def verdict(
         self, audio_int16: bytes, sample_rate: int, *, deadline: float | None = None
     ) -> TurnVerdict:
-        """The model's verdict on a turn's audio (16-bit mono PCM at 8 or 16 kHz; only the
+        """The model's verdict on a turn's audio (16-bit mono PCM at 8, 16 or 24 kHz; only the
         last 8 s count). ``deadline`` (``time.monotonic()``): if the thread only gets to
         the request later, it raises :class:`TurnVerdictExpired` without running it. A bad
         rate raises ValueError here, before anything is queued."""
@@ -265,7 +266,7 @@ def shared_batch() -> SmartTurnBatch:
 
 
 async def verdict(audio_int16: bytes, sample_rate: int) -> TurnVerdict:
-    """The shared model's verdict on a turn's last <= 8 s of caller audio (8 or 16 kHz)."""
+    """The shared model's verdict on a turn's last <= 8 s of caller audio (8, 16 or 24 kHz)."""
     return await _batch.verdict(audio_int16, sample_rate)
 
 
