@@ -1,10 +1,10 @@
 """Measure smart-turn v3 on the bot's kind of audio: complete sentences vs first halves cut at
 a word gap, 8 kHz upsampled, clean and phone-like; and its cost on this CPU.
 
-Not a test (pytest does not collect it) and not a bench (no bot runs): a research script for
-/work/notes/smart-turn-research.md. Run from the worktree:
+No bot runs here: it measures the model alone, the evidence behind ``TURN_MODEL``'s default.
+Run from the repository:
 
-    python -m tests.conversation.smart_turn_measure [--json out.json] [--no-hindi]
+    .venv/bin/python bench/smart_turn_verdicts.py [--json out.json] [--no-hindi]
 
 The speech is the offline Piper voice (English, as the bench's caller) and espeak-ng (Hindi,
 robotic; only if espeak-ng is installed). Each first half is cut from the whole sentence's
@@ -35,7 +35,7 @@ import soxr
 
 from bot.conversation.smart_turn import MODEL_FILE, MODEL_PACKAGE, SmartTurnBatch, features
 from bot.conversation.turn_decision import TurnVerdict, turn_wait
-from bot.turns import sounds_unfinished
+from bot.conversation.turns import sounds_unfinished
 
 RATE = 8000
 SILENCE_RMS = 300.0
