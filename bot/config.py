@@ -17,7 +17,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -125,6 +125,37 @@ class Settings(BaseSettings):
     # Observability
     call_records_dir: Path | None = None
     call_records_audio: bool = False
+    call_records_retention_days: float = Field(30, gt=0)
+    # The calls page and /api/calls: "user:password"; required off loopback.
+    admin_basic_auth: SecretStr | None = None
+
+    # Post-call webhooks ([webhooks] url / secret in the file)
+    webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None
+    webhook_give_up_secs: float = Field(86400, gt=0)
+    webhook_timeout_secs: float = Field(10, gt=0, le=60)
+
+    # Outbound calls through Exotel's Calls API
+    exotel_account_sid: str | None = None
+    exotel_api_key: SecretStr | None = None
+    exotel_api_token: SecretStr | None = None
+    exotel_api_url: str = "https://api.in.exotel.com"
+    exotel_caller_id: str | None = None
+    exotel_app_id: str | None = None
+    # Bearer token for POST /api/calls.
+    bot_api_token: SecretStr | None = None
+
+    # Sarvam AI speech (Indian languages)
+    sarvam_api_key: SecretStr | None = None
+    sarvam_base_url: str | None = None
+    sarvam_stt_url: str | None = None
+    sarvam_tts_url: str | None = None
+
+    # Turn end: the smart-turn model's verdict with the transcript rule (bot.conversation).
+    turn_model: Literal["smart-turn", "off"] = "off"
+
+    # Tables a room reads itself, as the file gives them (see room_tables).
+    _room_tables: dict[str, Any] = PrivateAttr(default_factory=dict)
 
     @field_validator("bot_sample_rate")
     @classmethod
@@ -152,11 +183,29 @@ class Settings(BaseSettings):
         # Order is priority: explicit arguments, then the environment, then the TOML file.
         return init_settings, env_settings, _TomlSource(settings_cls)
 
+    @property
+    def room_tables(self) -> dict[str, Any]:
+        """[agent] (with [agent.departments], [agent.digits]), [[tools]], [phrases.<lang>],
+        [voices] and [analysis] (with [analysis.extract]) as the file gives them. Each room's
+        parser checks its own keys at start and reads the environment's overrides
+        (AGENT_CONTEXT_URL, AGENT_LANGUAGE, ...)."""
+        return self._room_tables
+
     def system_prompt(self) -> str:
         if self.bot_system_prompt_file:
             return self.bot_system_prompt_file.read_text(encoding="utf-8").strip()
         return self.bot_system_prompt or DEFAULT_SYSTEM_PROMPT
 
+
+# Sections whose tables a room parses itself (see Settings.room_tables).
+ROOM_TABLES = {"agent", "tools", "phrases", "voices", "analysis"}
+# File spellings whose variable is named differently: [webhooks] url is WEBHOOK_URL.
+SPELLED_IN_THE_FILE = {
+    "webhooks_url": "webhook_url",
+    "webhooks_secret": "webhook_secret",
+    "webhooks_give_up_secs": "webhook_give_up_secs",
+    "webhooks_timeout_secs": "webhook_timeout_secs",
+}
 
 # The TOML file in use; set by load_settings before Settings() reads its sources.
 _toml_path: Path | None = None
@@ -176,21 +225,33 @@ class _TomlSource(PydanticBaseSettingsSource):
         return dict(self._values)
 
 
-def read_toml_settings(path: Path, settings_cls: type[BaseSettings] = Settings) -> dict:
-    """Read a config file into flat setting names, refusing unknown keys."""
+def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with open(path, "rb") as f:
-            data = tomllib.load(f)
+            return tomllib.load(f)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist (--config or BOT_CONFIG)") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+
+
+def read_room_tables(path: Path) -> dict[str, Any]:
+    """The sections a room parses itself (ROOM_TABLES), keyed by their lower-case name."""
+    return {k.lower(): v for k, v in _read_toml(path).items() if k.lower() in ROOM_TABLES}
+
+
+def read_toml_settings(path: Path, settings_cls: type[BaseSettings] = Settings) -> dict:
+    """Read a config file into flat setting names, refusing unknown keys."""
+    data = _read_toml(path)
     known = set(settings_cls.model_fields)
     flat: dict[str, Any] = {}
     for key, value in data.items():
+        if key.lower() in ROOM_TABLES:
+            continue  # read_room_tables
         items = value.items() if isinstance(value, dict) else [(None, value)]
         for sub, sub_value in items:
             name = f"{key}_{sub}".lower() if sub else key.lower()
+            name = SPELLED_IN_THE_FILE.get(name, name)
             if name not in known:
                 spelled = f"[{key}] {sub}" if sub else key
                 hint = difflib.get_close_matches(name, known, n=1)
@@ -216,6 +277,8 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
         raise ConfigError(_explain(e)) from None
     finally:
         _toml_path = None
+    if path:
+        settings._room_tables = read_room_tables(Path(path))
     if settings.bot_system_prompt_file and not settings.bot_system_prompt_file.is_file():
         raise ConfigError(
             f"BOT_SYSTEM_PROMPT_FILE ([bot] system_prompt_file): {settings.bot_system_prompt_file}"

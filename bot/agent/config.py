@@ -24,6 +24,9 @@ from bot.config import ConfigError
 BUILTIN_TOOLS = ("end_call", "transfer_call", "collect_digits")
 DEFAULT_TRANSFER_MESSAGE = "Please hold while I connect you to a colleague."
 _AGENT_KEYS = {
+    # read by bot.languages (LanguagePolicy)
+    "language",
+    "languages",
     "context_url",
     "context_timeout_secs",
     "builtin_tools",

@@ -19,10 +19,10 @@ def _serve(args: argparse.Namespace) -> int:
     from bot.server.app import run_server
 
     limit_malloc_arenas()
-    from bot.providers import choose_providers
+    from bot.server.startup import load_room_configs
 
     settings = load_settings(args.config)
-    choose_providers(settings)  # the registry knows the providers: fail now, not at a call
+    load_room_configs(settings)  # every room checks its tables: fail now, not at a call
     setup_logging(settings.log_level, settings.log_format, configured_secrets(settings))
     port = args.port or int(os.environ.get("PORT") or settings.port)
     run_server(settings, args.host or settings.host, port)

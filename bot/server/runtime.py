@@ -22,7 +22,8 @@ from bot.conversation.holding import start_phrase_cache
 from bot.conversation.memory import collect_fully_less_often, freeze_startup_heap, release_memory
 from bot.observability.metrics import Metrics
 from bot.observability.records import watch_call
-from bot.providers import ProviderChoice, SharedResources, choose_providers, load_shared_resources
+from bot.providers import ProviderChoice, SharedResources, load_shared_resources
+from bot.server.startup import RoomConfigs, load_room_configs
 from bot.telephony.call import CallSession, read_handshake
 
 # After the last call ends, wait this long for another before giving memory back.
@@ -59,18 +60,25 @@ class Runtime:
     _releasing: asyncio.Task | None = None
     admitted: int = 0  # streams accepted and not yet ended, handshake included
     memory_releases: int = 0  # times memory was given back after the last call ended
+    # Every room's parsed configuration (agent, languages, phrases, analysis).
+    rooms: RoomConfigs | None = None
+
+    def __post_init__(self) -> None:
+        if self.rooms is None:  # tests build a Runtime from settings alone
+            self.rooms = load_room_configs(self.settings)
 
     @classmethod
     async def start(cls, settings: Settings, **kwargs) -> Runtime:
         started = time.monotonic()
         loop = asyncio.get_running_loop()
         loop.set_default_executor(ThreadPoolExecutor(DEFAULT_EXECUTOR_THREADS, "bot-worker"))
-        choice = choose_providers(settings)
+        rooms = load_room_configs(settings)
+        choice = rooms.providers
         logger.info(f"providers: {choice.summary()}")
         await asyncio.to_thread(_prewarm)
         shared = await load_shared_resources(settings, choice)
         shared.phrases = await start_phrase_cache(settings, choice, shared)
-        runtime = cls(settings=settings, choice=choice, shared=shared, **kwargs)
+        runtime = cls(settings=settings, choice=choice, shared=shared, rooms=rooms, **kwargs)
         freeze_startup_heap()
         collect_fully_less_often()
         logger.info(f"ready in {time.monotonic() - started:.2f} s")

@@ -4,7 +4,7 @@ a word gap, 8 kHz upsampled, clean and phone-like; and its cost on this CPU.
 No bot runs here: it measures the model alone, the evidence behind ``TURN_MODEL``'s default.
 Run from the repository:
 
-    .venv/bin/python bench/smart_turn_verdicts.py [--json out.json] [--no-hindi]
+    .venv/bin/python -m tests.conversation.smart_turn_measure [--json out.json] [--no-hindi]
 
 The speech is the offline Piper voice (English, as the bench's caller) and espeak-ng (Hindi,
 robotic; only if espeak-ng is installed). Each first half is cut from the whole sentence's
