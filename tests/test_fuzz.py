@@ -32,7 +32,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from bot.simulator.client import CallConfig, Hangup, Say, SendRaw, Wait, WaitForBot
-from bot.testing.fakes import FakeCartesia, FakeDeepgram, FakeOpenAI, FakeProviders
+from bot.testing import FakeCartesia, FakeDeepgram, FakeOpenAI, FakeProviders
 from serializers.exotel import (
     DEFAULT_MAX_MESSAGE_BYTES,
     ExotelFrameSerializer,
@@ -385,12 +385,12 @@ async def test_a_frame_over_the_websocket_limit_closes_the_call_cleanly(bot: Bot
     huge = "A" * (20 * 1024 * 1024)
     await CallerSim(CallConfig(url=bot.url)).run([WaitForBot(gap=0.1, timeout=10)])  # warm
     await bot.idle()
-    baseline = usage((bot.testing.fakes.openai.port,))
+    baseline = usage((bot.fakes.openai.port,))
     with captured_logs() as lines:
         sim = CallerSim(CallConfig(url=bot.url))
         rec = await sim.run([WaitForBot(gap=0.1, timeout=10), SendRaw(huge), Wait(5)])
         await bot.idle()
-        after = await settled_usage(baseline, (bot.testing.fakes.openai.port,))
+        after = await settled_usage(baseline, (bot.fakes.openai.port,))
     assert rec.closed_by == "bot" and rec.close_code == 1009, (rec.closed_by, rec.close_code)
     assert rec.duration_secs < 4.0
     assert bot.server.runtime.finished_calls[-1].hung_up_by == "caller"  # the peer broke the stream

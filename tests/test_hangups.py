@@ -26,10 +26,10 @@ import pytest
 import pytest_asyncio
 from websockets.asyncio.client import connect
 
-from bot import memory
+from bot.conversation import memory
 from bot.server.runtime import RELEASE_MEMORY_AFTER_SECS
 from bot.simulator.client import CallConfig, CallRecording, Say, Wait, WaitForBot
-from bot.testing.fakes import FakeCartesia, FakeDeepgram, FakeOpenAI, FakeProviders, ToolCall
+from bot.testing import FakeCartesia, FakeDeepgram, FakeOpenAI, FakeProviders, ToolCall
 from tests.callkit import (
     BotUnderTest,
     CallerSim,
@@ -199,7 +199,7 @@ async def test_while_the_greeting_streams(bot: BotUnderTest, stop: bool) -> None
         await sim.until(lambda: len(sim.player.chunks) >= 2, what="greeting audio")
 
     await hang_up_during(bot, [], moment, stop=stop)
-    assert bot.testing.fakes.cartesia.connections[-1].closed_at is not None
+    assert bot.fakes.cartesia.connections[-1].closed_at is not None
 
 
 @BOTH
@@ -227,7 +227,7 @@ async def test_while_the_llm_streams(bot: BotUnderTest, stop: bool) -> None:
     # One long sentence, a token every 0.3 s: the LLM is mid-stream and the TTS waits for the
     # sentence to end.
     tune(bot, Tuning(first_token_latency=0.1, inter_token_delay=0.3, reply=LONG_ANSWER))
-    before = len(bot.testing.fakes.openai.requests)
+    before = len(bot.fakes.openai.requests)
 
     async def moment(b: BotUnderTest, _sim: CallerSim) -> None:
         async with asyncio.timeout(10):
@@ -267,7 +267,7 @@ async def test_during_the_goodbye(bot: BotUnderTest, stop: bool) -> None:
 async def test_during_the_apology(bot: BotUnderTest, stop: bool) -> None:
     """The LLM hangs; the fault watchdog's apology is playing when the caller hangs up."""
     tune(bot, Tuning())
-    bot.testing.fakes.openai.set_fault("hang", times=1)
+    bot.fakes.openai.set_fault("hang", times=1)
 
     async def moment(_b: BotUnderTest, sim: CallerSim) -> None:
         await _answer_audio(sim, chunks=1, timeout=10)
@@ -275,7 +275,7 @@ async def test_during_the_apology(bot: BotUnderTest, stop: bool) -> None:
     try:
         await hang_up_during(bot, [WaitForBot(gap=0.1), Say(QUESTION)], moment, stop=stop)
     finally:
-        bot.testing.fakes.openai.set_fault(None)
+        bot.fakes.openai.set_fault(None)
     assert bot.watchdogs[-1].events and bot.watchdogs[-1].events[0].action == "apology"
 
 

@@ -635,7 +635,7 @@ async def holding_bot(
     from bot.conversation.holding import session_factory_with_holding, start_phrase_cache
     from bot.server.app import create_app
     from bot.server.runtime import Runtime
-    from bot.testing.fakes import FakeOpenAI, FakeProviders
+    from bot.testing import FakeOpenAI, FakeProviders
     from bot.testing.localserver import serving
     from tests.conftest import energy_vad_factory
 
@@ -760,7 +760,7 @@ async def test_second_start_makes_no_provider_calls(tmp_path: Path) -> None:
     from bot.config import Settings
     from bot.conversation.holding import start_phrase_cache
     from bot.providers import SharedResources, choose_providers
-    from bot.testing.fakes import FakeProviders
+    from bot.testing import FakeProviders
 
     async with FakeProviders() as fakes:
         env = {k.lower(): v for k, v in fakes.env().items()}
@@ -784,7 +784,7 @@ async def test_start_falls_back_to_the_offline_voice_when_the_tts_is_down(tmp_pa
     from bot.config import Settings
     from bot.conversation.holding import start_phrase_cache
     from bot.providers import SharedResources, choose_providers
-    from bot.testing.fakes import FakeProviders
+    from bot.testing import FakeProviders
 
     async with FakeProviders() as fakes:
         fakes.cartesia.fault = "refuse"

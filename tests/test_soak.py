@@ -24,7 +24,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from bot.simulator.client import CallConfig, Say, Wait, WaitForBot
-from bot.testing.fakes import FakeCartesia, FakeDeepgram, FakeOpenAI, FakeProviders
+from bot.testing import FakeCartesia, FakeDeepgram, FakeOpenAI, FakeProviders
 from tests.callkit import (
     BotUnderTest,
     CallerSim,
@@ -99,7 +99,7 @@ def _growth(before: Usage, after: Usage) -> str:
 @pytest.mark.soak
 async def test_soak_sequential_calls_with_random_hang_ups(bot: BotUnderTest) -> None:
     rng = random.Random(SOAK_SEED)
-    aside = (bot.testing.fakes.openai.port,)  # see callkit.Usage: the fake's side is judged apart
+    aside = (bot.fakes.openai.port,)  # see callkit.Usage: the fake's side is judged apart
     for _ in range(WARM_UP_CALLS):
         await one_call(bot, rng)
     gc.collect()
