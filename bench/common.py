@@ -55,7 +55,7 @@ from bot.simulator import (  # noqa: E402
 )
 
 if TYPE_CHECKING:
-    from bot.testing.fakes import ServerTLS
+    from bot.testing import ServerTLS
 
 RESULTS_DIR = ROOT / "bench" / "results"
 AUDIO_CACHE_DIR = RESULTS_DIR / "caller-audio"
@@ -401,7 +401,7 @@ def free_port_base(count: int = 3) -> int:
 
 def fakes_env(port_base: int, tls: ServerTLS | None = None) -> dict[str, str]:
     """What ``python -m bot.fakes --port-base P`` prints: where the bot finds each fake."""
-    from bot.testing.fakes import DEFAULT_CARTESIA_KEY, DEFAULT_DEEPGRAM_KEY, DEFAULT_OPENAI_KEY
+    from bot.testing import DEFAULT_CARTESIA_KEY, DEFAULT_DEEPGRAM_KEY, DEFAULT_OPENAI_KEY
 
     ws, http = ("wss", "https") if tls else ("ws", "http")
     env = {
@@ -430,7 +430,7 @@ def fakes_process(
 
 def self_signed_tls(directory: Path) -> ServerTLS:
     """A throw-away certificate for 127.0.0.1 (``openssl``), so the fakes can speak TLS."""
-    from bot.testing.fakes import ServerTLS
+    from bot.testing import ServerTLS
 
     directory.mkdir(parents=True, exist_ok=True)
     cert, key = directory / "fakes-cert.pem", directory / "fakes-key.pem"

@@ -52,7 +52,7 @@ from bot.simulator import (  # noqa: E402
     Say,
     Wait,
 )
-from bot.testing.fakes import FakeCartesia, FakeDeepgram, FakeOpenAI, FakeProviders  # noqa: E402
+from bot.testing import FakeCartesia, FakeDeepgram, FakeOpenAI, FakeProviders  # noqa: E402
 from bot.testing.localserver import serving  # noqa: E402
 from tests.conftest import energy_vad_factory  # noqa: E402
 

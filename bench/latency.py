@@ -88,7 +88,7 @@ from bot.simulator import (  # noqa: E402
     Say,
     WaitForBot,
 )
-from bot.testing.fakes import (  # noqa: E402
+from bot.testing import (  # noqa: E402
     FakeCartesia,
     FakeDeepgram,
     FakeOpenAI,

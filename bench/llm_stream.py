@@ -30,7 +30,7 @@ from pipecat.processors.aggregators.llm_context import LLMContext  # noqa: E402
 from pipecat.services.openai.llm import OpenAILLMService  # noqa: E402
 
 from bot.providers import openai_service_class  # noqa: E402
-from bot.testing.fakes import DEFAULT_OPENAI_KEY, FakeOpenAI  # noqa: E402
+from bot.testing import DEFAULT_OPENAI_KEY, FakeOpenAI  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "llm_stream.json"
 REPLY = (

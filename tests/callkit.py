@@ -36,7 +36,7 @@ from bot.providers import SharedResources, choose_providers
 from bot.server.app import create_app
 from bot.server.runtime import Runtime
 from bot.simulator import CallRecording, ExotelSimulator, Hangup
-from bot.testing.fakes import FakeProviders, synthesize_speech
+from bot.testing import FakeProviders, synthesize_speech
 from bot.testing.localserver import serving
 from tests.conftest import energy_vad_factory
 from tests.helpers import cloud_settings

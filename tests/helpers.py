@@ -11,7 +11,7 @@ from bot.config import Settings
 from bot.providers import SharedResources, choose_providers
 from bot.server.app import create_app
 from bot.server.runtime import Runtime
-from bot.testing.fakes import FakeProviders
+from bot.testing import FakeProviders
 from bot.testing.localserver import serving
 from tests.conftest import energy_vad_factory
 

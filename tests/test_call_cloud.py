@@ -18,7 +18,7 @@ from bot.simulator import (
     WaitForBot,
     WaitForBotHangup,
 )
-from bot.testing.fakes import FakeCartesia, FakeDeepgram, FakeOpenAI, FakeProviders, ToolCall
+from bot.testing import FakeCartesia, FakeDeepgram, FakeOpenAI, FakeProviders, ToolCall
 from serializers.exotel import chunk_rule
 from tests.helpers import bot_on_fakes, tone
 

@@ -7,7 +7,7 @@ import pytest
 from bot.cli.doctor import applet_settings, run_checks
 from bot.config import Settings
 from bot.providers import choose_providers
-from bot.testing.fakes import FakeProviders
+from bot.testing import FakeProviders
 from tests.helpers import cloud_settings
 
 

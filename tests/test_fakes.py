@@ -55,7 +55,7 @@ from pipecat.services.openai.llm import OpenAILLMService
 from pipecat.workers.runner import WorkerRunner
 
 from bot.providers import deepgram_service_class, openai_service_class
-from bot.testing.fakes import (
+from bot.testing import (
     CARTESIA_API_VERSION,
     DEFAULT_CARTESIA_KEY,
     DEFAULT_DEEPGRAM_KEY,

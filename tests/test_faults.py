@@ -28,7 +28,7 @@ from bot.simulator import (
     WaitForBot,
     WaitForBotHangup,
 )
-from bot.testing.fakes import FakeCartesia, FakeDeepgram, FakeOpenAI, FakeProviders
+from bot.testing import FakeCartesia, FakeDeepgram, FakeOpenAI, FakeProviders
 from tests.callkit import (
     BotUnderTest,
     CallerSim,

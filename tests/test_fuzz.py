@@ -32,7 +32,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from bot.simulator import CallConfig, Hangup, Say, SendRaw, Wait, WaitForBot
-from bot.testing.fakes import FakeCartesia, FakeDeepgram, FakeOpenAI, FakeProviders
+from bot.testing import FakeCartesia, FakeDeepgram, FakeOpenAI, FakeProviders
 from serializers.exotel import (
     DEFAULT_MAX_MESSAGE_BYTES,
     ExotelFrameSerializer,

@@ -29,7 +29,7 @@ from websockets.asyncio.client import connect
 from bot.conversation import memory
 from bot.server.runtime import RELEASE_MEMORY_AFTER_SECS
 from bot.simulator import CallConfig, CallRecording, Say, Wait, WaitForBot
-from bot.testing.fakes import FakeCartesia, FakeDeepgram, FakeOpenAI, FakeProviders, ToolCall
+from bot.testing import FakeCartesia, FakeDeepgram, FakeOpenAI, FakeProviders, ToolCall
 from tests.callkit import (
     BotUnderTest,
     CallerSim,

@@ -635,7 +635,7 @@ async def holding_bot(
     from bot.conversation.holding import session_factory_with_holding, start_phrase_cache
     from bot.server.app import create_app
     from bot.server.runtime import Runtime
-    from bot.testing.fakes import FakeOpenAI, FakeProviders
+    from bot.testing import FakeOpenAI, FakeProviders
     from bot.testing.localserver import serving
     from tests.conftest import energy_vad_factory
 
@@ -668,7 +668,7 @@ async def place_call(
     url: str, speak_secs: float = 0.8, listen_secs: float = 4.5
 ) -> tuple[Any, Any]:
     """One caller turn: a tone the energy VAD hears as speech, then listen, then hang up."""
-    from bot.simulator.client import CallConfig, ExotelSimulator, Hangup, Say, Wait
+    from bot.simulator import CallConfig, ExotelSimulator, Hangup, Say, Wait
 
     sim = ExotelSimulator(CallConfig(url=url))
     speech = np.frombuffer(tone(speak_secs), dtype=np.int16)
@@ -732,7 +732,7 @@ async def test_e2e_fast_llm_no_phrase_in_adaptive_mode(
 async def test_e2e_barge_in_cuts_the_phrase_like_speech(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bot.simulator.client import BargeIn, CallConfig, ExotelSimulator, Hangup, Say, Wait
+    from bot.simulator import BargeIn, CallConfig, ExotelSimulator, Hangup, Say, Wait
 
     async with holding_bot(tmp_path, monkeypatch, first_token_latency=3.0, mode="always") as b:
         sim = ExotelSimulator(CallConfig(url=b.url))
@@ -760,7 +760,7 @@ async def test_second_start_makes_no_provider_calls(tmp_path: Path) -> None:
     from bot.config import Settings
     from bot.conversation.holding import start_phrase_cache
     from bot.providers import SharedResources, choose_providers
-    from bot.testing.fakes import FakeProviders
+    from bot.testing import FakeProviders
 
     async with FakeProviders() as fakes:
         env = {k.lower(): v for k, v in fakes.env().items()}
@@ -784,7 +784,7 @@ async def test_start_falls_back_to_the_offline_voice_when_the_tts_is_down(tmp_pa
     from bot.config import Settings
     from bot.conversation.holding import start_phrase_cache
     from bot.providers import SharedResources, choose_providers
-    from bot.testing.fakes import FakeProviders
+    from bot.testing import FakeProviders
 
     async with FakeProviders() as fakes:
         fakes.cartesia.fault = "refuse"

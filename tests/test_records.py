@@ -71,7 +71,7 @@ from bot.server.app import create_app
 from bot.server.runtime import Runtime
 from bot.simulator import BargeIn, CallConfig, Hangup, Say, WaitForBot, simulate_call
 from bot.simulator.from_record import report_main
-from bot.testing.fakes import FakeProviders
+from bot.testing import FakeProviders
 from bot.testing.localserver import serving
 from tests.conftest import energy_vad_factory
 from tests.helpers import cloud_settings, tone

@@ -14,7 +14,7 @@ import pytest
 
 from bot.conversation.memory import can_trim
 from bot.simulator import CallConfig, ExotelSimulator, Wait, WaitForBot, WaitForBotHangup
-from bot.testing.fakes import FakeProviders
+from bot.testing import FakeProviders
 
 
 def free_port() -> int:

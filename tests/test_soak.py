@@ -24,7 +24,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from bot.simulator import CallConfig, Say, Wait, WaitForBot
-from bot.testing.fakes import FakeCartesia, FakeDeepgram, FakeOpenAI, FakeProviders
+from bot.testing import FakeCartesia, FakeDeepgram, FakeOpenAI, FakeProviders
 from tests.callkit import (
     BotUnderTest,
     CallerSim,

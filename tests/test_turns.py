@@ -9,7 +9,7 @@ import pytest
 
 from bot.conversation.turns import sounds_unfinished
 from bot.simulator import CallConfig, ExotelSimulator, Hangup, Say, WaitForBot
-from bot.testing.fakes import FakeCartesia, FakeDeepgram, FakeOpenAI, FakeProviders
+from bot.testing import FakeCartesia, FakeDeepgram, FakeOpenAI, FakeProviders
 from tests.helpers import bot_on_fakes, tone
 
 LLM_FIRST_TOKEN = 1.0

@@ -7,3 +7,9 @@ tests run Pipecat's own services against them through each base-URL override), a
 Must not touch: the serving path. Tests, the benches and the cli's demo/call commands import
 this kit; no module of server, telephony, conversation, providers or observability does.
 """
+
+from bot.testing.fakes import *  # noqa: F403  (every fake's public name: see its __all__)
+from bot.testing.fakes import __all__ as _FAKES
+from bot.testing.localserver import QuietServer, serving
+
+__all__ = [*_FAKES, "QuietServer", "serving"]
