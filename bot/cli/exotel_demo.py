@@ -1,4 +1,4 @@
-"""``python -m bot.testing.exotel_demo``: a whole campaign with no phone and no account.
+"""``python -m bot.cli.exotel_demo``: a whole campaign with no phone and no account.
 
 Starts, in this process on 127.0.0.1, the fake providers, the real bot server and the fake
 Exotel Calls API whose calls are played by :class:`~bot.testing.exotel_callee.SimulatedCallee`
@@ -104,7 +104,7 @@ async def run_demo(count: int, concurrency: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bot.testing.exotel_demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bot.cli.exotel_demo", description=__doc__)
     parser.add_argument("--contacts", type=int, default=10, help="call-list size (default 10)")
     parser.add_argument("--concurrency", type=int, default=3)
     args = parser.parse_args(argv)
