@@ -175,11 +175,14 @@ def build_call_pipeline(
     extra_processors: list[FrameProcessor] | None = None,
     observers: list[BaseObserver] | None = None,
     vad_analyzer=None,
+    input_processors: list[FrameProcessor] | None = None,
 ) -> CallPipeline:
     """Assemble one call's pipeline.
 
     ``extra_processors`` go between the TTS and the output (e.g. the holding-phrase
-    processor), so what they push is bot audio like any other. ``vad_analyzer`` lets tests
+    processor), so what they push is bot audio like any other. ``input_processors`` go between
+    the STT and the user aggregator: they see the caller's transcripts first and may hold them
+    back (the outbound answer gate, bot.dialer.outbound). ``vad_analyzer`` lets tests
     use a deterministic VAD; the default is Silero from Pipecat's bundled ONNX model, on one
     session shared by every call (bot/vad.py).
     """
@@ -216,6 +219,7 @@ def build_call_pipeline(
     processors = [
         transport.input(),
         stt,  # before the aggregator: it consumes transcripts (offline-models §7.4)
+        *(input_processors or []),
         aggregators.user(),
         llm,
         tts,

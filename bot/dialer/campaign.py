@@ -323,7 +323,12 @@ class Campaign:
         """Place attempt ``record`` for contact ``index`` (already claimed)."""
         assert self.client is not None and self.settings is not None and self._limiter
         contact = await self.db.contact(index)
-        meta = {"campaign": self.name, "contact": index, "attempt": record.attempt}
+        meta = {
+            "campaign": self.name,
+            "contact": index,
+            "attempt": record.attempt,
+            "phone": contact.phone,  # the call records an opt-out under it
+        }
         record.token = await store_call_variables(self.store, contact.variables, meta=meta)
         await self.db.save_attempt(index, record)
         state = self._states[index]

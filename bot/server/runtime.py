@@ -20,10 +20,12 @@ from starlette.requests import HTTPConnection
 from bot.config import Settings
 from bot.conversation.holding import start_phrase_cache
 from bot.conversation.memory import collect_fully_less_often, freeze_startup_heap, release_memory
+from bot.dialer.outbound import OutboundCall, outbound_call_for
 from bot.observability.metrics import Metrics
 from bot.observability.records import watch_call
 from bot.providers import ProviderChoice, SharedResources, load_shared_resources
 from bot.server.startup import RoomConfigs, load_room_configs
+from bot.state import MemoryStore, StateStore, open_store
 from bot.telephony.call import CallSession, read_handshake
 
 # After the last call ends, wait this long for another before giving memory back.
@@ -49,6 +51,9 @@ class Runtime:
     choice: ProviderChoice
     shared: SharedResources
     metrics: Metrics = field(default_factory=Metrics)
+    # Shared state (call outcomes for Passthru, the outbox): opened by ``start`` from
+    # BOT_STATE_URL; a runtime built directly (tests) gets a private memory store.
+    store: StateStore = field(default_factory=MemoryStore)
     # Test and benchmark hooks: a VAD analyzer factory (sample rate -> analyzer) and
     # per-call extra processors / observers.
     vad_factory: Callable[[int], object] | None = None
@@ -78,6 +83,8 @@ class Runtime:
         await asyncio.to_thread(_prewarm)
         shared = await load_shared_resources(settings, choice)
         shared.phrases = await start_phrase_cache(settings, choice, shared)
+        if "store" not in kwargs:  # the CLI (dial, campaign) opens the same one
+            kwargs["store"] = open_store(settings.bot_state_url, settings.bot_data_dir)
         runtime = cls(settings=settings, choice=choice, shared=shared, rooms=rooms, **kwargs)
         freeze_startup_heap()
         collect_fully_less_often()
@@ -127,6 +134,8 @@ class Runtime:
         if info is None:
             await _close_quietly(websocket)
             return
+        # A call the dialer placed: its variables, and the answer gate (bot.dialer.outbound).
+        outbound = await outbound_call_for(self.store, info)
         with logger.contextualize(call_sid=info.call_sid, stream_sid=info.stream_sid):
             logger.info(
                 f"call started: from {info.from_number or '?'} to {info.to_number or '?'}, "
@@ -140,14 +149,20 @@ class Runtime:
                     self.choice,
                     self.shared,
                     vad_analyzer=self.vad_factory(info.in_rate) if self.vad_factory else None,
+                    input_processors=outbound.processors if outbound else None,
+                    hold_greeting=outbound is not None,
                 )
             except Exception:
                 logger.exception("could not build the call's pipeline")
                 await _close_quietly(websocket)
                 return
-            await self._run_session(session)
+            if outbound is not None:
+                outbound.attach(session)
+            await self._run_session(session, outbound)
 
-    async def _run_session(self, session: CallSession) -> None:
+    async def _run_session(
+        self, session: CallSession, outbound: OutboundCall | None = None
+    ) -> None:
         key = id(session)
         observer = watch_call(session, self.settings, self.metrics)
         self.calls[key] = session
@@ -164,6 +179,8 @@ class Runtime:
             self.metrics.active_calls.dec()
             self._count_call(session)
             await observer.finish(session.end_reason, session.hung_up_by)
+            if outbound is not None:
+                await outbound.finish(time.monotonic() - session.started_at)
             if self.keep_finished:
                 self.finished_calls = [*self.finished_calls, session][-self.keep_finished :]
             if not self.calls:

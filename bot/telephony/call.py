@@ -120,8 +120,13 @@ class CallSession:
         extra_processors: list | None = None,
         observers: list | None = None,
         vad_analyzer=None,
+        input_processors: list | None = None,
+        hold_greeting: bool = False,
     ) -> None:
         self.info = info
+        # Outbound calls: the greeting waits until whoever built the call says ``greet()``
+        # (the dialer's answer gate, after a "hello" or a short silence).
+        self.hold_greeting = hold_greeting
         self.settings = settings
         self.started_at = time.monotonic()
         self.end_reason: str | None = None
@@ -157,6 +162,7 @@ class CallSession:
             extra_processors=extra,
             observers=observers,
             vad_analyzer=vad_analyzer,
+            input_processors=input_processors,
         )
         if self.faults:
             self.faults.watch(self.worker)
@@ -169,7 +175,8 @@ class CallSession:
     def _wire_events(self) -> None:
         @self.transport.event_handler("on_client_connected")
         async def _greet(_transport, _ws) -> None:
-            await self._speak(self.settings.bot_greeting)
+            if not self.hold_greeting:
+                await self.greet()
 
         user = self.pipeline.aggregators.user()
 
@@ -220,6 +227,22 @@ class CallSession:
                 f"call ended after {time.monotonic() - self.started_at:.1f} s: "
                 f"{self.end_reason} (by {self.hung_up_by})"
             )
+
+    async def greet(self) -> None:
+        """Speak the greeting (at once on connect, or when a held greeting is released)."""
+        if not self._ending:
+            await self._speak(self.settings.bot_greeting)
+
+    async def hang_up(self, reason: str) -> None:
+        """End at once without a word: an answering machine or a carrier announcement."""
+        if self._ending:
+            return
+        self._ending = True
+        if self.faults:
+            self.faults.stand_down()
+        self._mark_end(reason, by="bot")
+        logger.info(f"hanging up: {reason}")
+        await self.worker.queue_frame(EndFrame())
 
     def _cap_reached(self) -> None:
         logger.info(f"call reached the {self.settings.max_call_secs:.0f} s cap; saying goodbye")
