@@ -17,13 +17,17 @@ from fastapi import WebSocket
 from loguru import logger
 from starlette.requests import HTTPConnection
 
+from bot.agent.transfer import transfer_for
 from bot.config import Settings
 from bot.conversation.holding import start_phrase_cache
 from bot.conversation.memory import collect_fully_less_often, freeze_startup_heap, release_memory
+from bot.delivery.from_record import CallContext
+from bot.delivery.service import PostCall
 from bot.observability.metrics import Metrics
 from bot.observability.records import watch_call
 from bot.providers import ProviderChoice, SharedResources, load_shared_resources
 from bot.server.startup import RoomConfigs, load_room_configs
+from bot.state import StateStore, open_store
 from bot.telephony.call import CallSession, read_handshake
 
 # After the last call ends, wait this long for another before giving memory back.
@@ -62,6 +66,10 @@ class Runtime:
     memory_releases: int = 0  # times memory was given back after the last call ended
     # Every room's parsed configuration (agent, languages, phrases, analysis).
     rooms: RoomConfigs | None = None
+    # The state store and the after-call work (webhooks, calls page); opened by start
+    # (open_delivery), None in tests that build a Runtime by hand without them.
+    store: StateStore | None = None
+    post_call: PostCall | None = None
 
     def __post_init__(self) -> None:
         if self.rooms is None:  # tests build a Runtime from settings alone
@@ -79,10 +87,48 @@ class Runtime:
         shared = await load_shared_resources(settings, choice)
         shared.phrases = await start_phrase_cache(settings, choice, shared)
         runtime = cls(settings=settings, choice=choice, shared=shared, rooms=rooms, **kwargs)
+        runtime.open_delivery(open_store(settings.bot_state_url, settings.bot_data_dir))
         freeze_startup_heap()
         collect_fully_less_often()
         logger.info(f"ready in {time.monotonic() - started:.2f} s")
         return runtime
+
+    def open_delivery(self, store: StateStore) -> None:
+        """Use ``store``, and start the after-call work (outbox worker, retention)."""
+        self.store = store
+        self.post_call = PostCall.from_settings(
+            self.settings,
+            store,
+            context=CallContext(
+                providers={k: getattr(self.choice, k).name for k in ("stt", "llm", "tts")},
+                language=self.settings.bot_language,
+                greeting=self.settings.bot_greeting,
+            ),
+            analysis=self.rooms.analysis if self.rooms else None,
+            llm_name=self.choice.llm.name,
+            on_event=self.metrics.webhook_event,
+            transfer_lookup=self._transfer_of,
+        )
+        if self.post_call.outbox is not None:
+            self.metrics.webhook_pending.set_function(self.post_call.outbox.pending)
+        self.post_call.start()
+
+    async def _transfer_of(self, call_sid: str) -> dict | None:
+        found = await transfer_for(self.store, call_sid) if self.store else None
+        return None if found is None else {"reason": found.reason, "department": found.department}
+
+    def publish_call_status(self, fields: dict[str, str]) -> None:
+        """Exotel reported on a call (Passthru, or the dialer's status callbacks): send
+        ``call.status`` and keep it for the calls page. Returns at once; never raises."""
+        if self.post_call is not None and fields.get("CallSid"):
+            self.post_call.publish_status(fields)
+
+    async def stop(self) -> None:
+        """At exit: queued events stay in the store (sent after the restart), then close it."""
+        if self.post_call is not None:
+            await self.post_call.stop()
+        if self.store is not None:
+            await self.store.close()
 
     @property
     def active_calls(self) -> int:
@@ -163,7 +209,9 @@ class Runtime:
             self.calls.pop(key, None)
             self.metrics.active_calls.dec()
             self._count_call(session)
-            await observer.finish(session.end_reason, session.hung_up_by)
+            record = await observer.finish(session.end_reason, session.hung_up_by)
+            if self.post_call is not None:
+                self.post_call.spawn(record)  # a task: the call's end never waits on it
             if self.keep_finished:
                 self.finished_calls = [*self.finished_calls, session][-self.keep_finished :]
             if not self.calls:
