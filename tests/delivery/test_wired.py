@@ -58,8 +58,10 @@ async def test_a_call_is_delivered_signed_after_three_failures_and_shown(
                 detail = (await client.get(f"/api/calls/{rec.call_sid}")).json()
                 listing = (await client.get("/api/calls")).json()["calls"]
                 page = (await client.get(f"/calls/{rec.call_sid}")).text
-                unauthorised = await bot.client(auth=None).get("/api/calls")
-                wrong = await bot.client(auth=(ADMIN[0], "nope")).get("/calls")
+                async with bot.client(auth=None) as anonymous:
+                    unauthorised = await anonymous.get("/api/calls")
+                async with bot.client(auth=(ADMIN[0], "nope")) as guessing:
+                    wrong = await guessing.get("/calls")
                 metrics = (await client.get("/metrics")).text
 
     # Four attempts of one event: same id and body, each signed (spec algorithm + library).
