@@ -141,6 +141,8 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = None
     webhook_give_up_secs: float = Field(86400, gt=0)
     webhook_timeout_secs: float = Field(10, gt=0, le=60)
+    # The first retry's backoff ceiling (doubling to 1 h); tests shorten it.
+    webhook_first_retry_secs: float = Field(5, gt=0, le=3600)
 
     # Outbound calls through Exotel's Calls API
     exotel_account_sid: str | None = None

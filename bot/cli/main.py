@@ -1,4 +1,5 @@
-"""Command line: ``python -m bot serve | call | demo | doctor | report | dial | campaign``."""
+"""Command line: ``python -m bot serve | call | demo | doctor | report | dial | campaign |
+webhooks``."""
 
 from __future__ import annotations
 
@@ -95,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_dial_parser(sub)
     add_campaign_parser(sub)
+
+    from bot.cli.webhooks import add_parser as add_webhooks
+
+    add_webhooks(sub)
     return parser
 
 

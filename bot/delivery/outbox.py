@@ -106,15 +106,16 @@ def done_key(call_sid: str, event_id: str) -> str:
     return f"{DONE_PREFIX}{quote(call_sid, safe='')}:{event_id}"
 
 
-def retry_delay(failures: int, rng: random.Random) -> float:
-    """Full jitter over ``5 s * 2**(failures-1)`` capped at 1 h; at least 1 s.
+def retry_delay(failures: int, rng: random.Random, first: float = FIRST_RETRY_SECS) -> float:
+    """Full jitter over ``first * 2**(failures-1)`` (5 s by default) capped at 1 h; at least
+    1 s (or ``first`` when that is shorter: tests drive the outbox in milliseconds).
 
     Full jitter spreads the retries of many events failing together (a receiver outage) over
     the whole window instead of sending them back in step; the 1 s floor keeps a failing
     receiver from being hit again at once.
     """
-    ceiling = min(MAX_RETRY_SECS, FIRST_RETRY_SECS * 2 ** max(0, failures - 1))
-    return max(1.0, rng.uniform(0.0, ceiling))
+    ceiling = min(MAX_RETRY_SECS, first * 2 ** max(0, failures - 1))
+    return max(min(1.0, first), rng.uniform(0.0, ceiling))
 
 
 class Outbox:
@@ -140,6 +141,7 @@ class Outbox:
         poll_secs: float = 1.0,
         batch: int = 10,
         rng: random.Random | None = None,
+        first_retry_secs: float = FIRST_RETRY_SECS,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -165,6 +167,7 @@ class Outbox:
         self._poll = poll_secs
         self._batch = batch
         self._rng = rng or random.Random()
+        self._first_retry = first_retry_secs
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -304,7 +307,7 @@ class Outbox:
         self, payload: dict[str, Any], now: float, retry_after: float | None, result: dict
     ) -> None:
         failures = sum(1 for a in payload["attempts"] if a["at"] >= payload["give_up_from"])
-        delay = retry_delay(failures, self._rng)
+        delay = retry_delay(failures, self._rng, self._first_retry)
         if retry_after is not None:
             delay = max(delay, min(retry_after, MAX_RETRY_SECS))
         # the last attempt happens at the give-up time, so "dead" is declared on time

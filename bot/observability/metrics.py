@@ -80,6 +80,20 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.webhook_events = Counter(
+            "exotel_webhook_events",
+            "Post-call webhook attempts settled or retried, by state "
+            "(delivered, retried, dead, gone)",
+            ["state"],
+            registry=r,
+        )
+        self.webhook_pending = Gauge(
+            "exotel_webhook_pending", "Webhook events waiting for delivery", registry=r
+        )
+
+    def webhook_event(self, state: str) -> None:
+        """The outbox's ``on_event`` callback."""
+        self.webhook_events.labels(state=state).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from loguru import logger
 
 from bot.config import Settings, load_settings
-from bot.server import dialer_routes, exotel_routes, ops_routes
+from bot.server import calls_routes, dialer_routes, exotel_routes, ops_routes
 from bot.server.runtime import Runtime
 
 
@@ -29,6 +29,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         if state["runtime"] is None:
             state["runtime"] = await Runtime.start(settings or load_settings())
         yield
+        if state["runtime"] is not None:
+            await state["runtime"].stop()
         logger.info("server stopped")
 
     app = FastAPI(
@@ -39,6 +41,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(exotel_routes.router)
     app.include_router(ops_routes.router)
     app.include_router(dialer_routes.router)
+    app.include_router(calls_routes.router)
     # The routes find the runtime here (bot.server.runtime.runtime_of): it exists only once
     # the lifespan has started it.
     app.state.runtime = lambda: state["runtime"]
@@ -76,6 +79,7 @@ class DrainingServer(uvicorn.Server):
 def run_server(settings: Settings, host: str, port: int) -> None:
     """Serve until SIGINT, or SIGTERM after draining (``python -m bot serve``)."""
     app = create_app(settings)
+    app.state.bind_host = host  # the calls page is open without ADMIN_BASIC_AUTH on loopback only
     config = uvicorn.Config(
         app,
         host=host,

@@ -176,6 +176,7 @@ async def passthru(request: Request) -> PlainTextResponse:
             stream.get("Duration"),
             stream.get("Error") or stream.get("DetailedStatus") or "-",
         )
+    runtime_of(request).publish_call_status(fields)  # call.status, in a task of its own
     return PlainTextResponse("ok")
 
 

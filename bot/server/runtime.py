@@ -17,9 +17,12 @@ from fastapi import WebSocket
 from loguru import logger
 from starlette.requests import HTTPConnection
 
+from bot.agent.transfer import transfer_for
 from bot.config import Settings
 from bot.conversation.holding import start_phrase_cache
 from bot.conversation.memory import collect_fully_less_often, freeze_startup_heap, release_memory
+from bot.delivery.from_record import CallContext
+from bot.delivery.service import PostCall
 from bot.dialer.outbound import OutboundCall, outbound_call_for
 from bot.observability.metrics import Metrics
 from bot.observability.records import watch_call
@@ -67,6 +70,9 @@ class Runtime:
     memory_releases: int = 0  # times memory was given back after the last call ended
     # Every room's parsed configuration (agent, languages, phrases, analysis).
     rooms: RoomConfigs | None = None
+    # The after-call work (webhooks, calls page); started by start (open_delivery), None in
+    # tests that build a Runtime by hand without it.
+    post_call: PostCall | None = None
 
     def __post_init__(self) -> None:
         if self.rooms is None:  # tests build a Runtime from settings alone
@@ -83,13 +89,51 @@ class Runtime:
         await asyncio.to_thread(_prewarm)
         shared = await load_shared_resources(settings, choice)
         shared.phrases = await start_phrase_cache(settings, choice, shared)
-        if "store" not in kwargs:  # the CLI (dial, campaign) opens the same one
-            kwargs["store"] = open_store(settings.bot_state_url, settings.bot_data_dir)
+        store = kwargs.pop("store", None) or open_store(
+            settings.bot_state_url, settings.bot_data_dir
+        )
         runtime = cls(settings=settings, choice=choice, shared=shared, rooms=rooms, **kwargs)
+        runtime.open_delivery(store)
         freeze_startup_heap()
         collect_fully_less_often()
         logger.info(f"ready in {time.monotonic() - started:.2f} s")
         return runtime
+
+    def open_delivery(self, store: StateStore) -> None:
+        """Use ``store``, and start the after-call work (outbox worker, retention)."""
+        self.store = store
+        self.post_call = PostCall.from_settings(
+            self.settings,
+            store,
+            context=CallContext(
+                providers={k: getattr(self.choice, k).name for k in ("stt", "llm", "tts")},
+                language=self.settings.bot_language,
+                greeting=self.settings.bot_greeting,
+            ),
+            analysis=self.rooms.analysis if self.rooms else None,
+            llm_name=self.choice.llm.name,
+            on_event=self.metrics.webhook_event,
+            transfer_lookup=self._transfer_of,
+        )
+        if self.post_call.outbox is not None:
+            self.metrics.webhook_pending.set_function(self.post_call.outbox.pending)
+        self.post_call.start()
+
+    async def _transfer_of(self, call_sid: str) -> dict | None:
+        found = await transfer_for(self.store, call_sid)
+        return None if found is None else {"reason": found.reason, "department": found.department}
+
+    def publish_call_status(self, fields: dict[str, str]) -> None:
+        """Exotel reported on a call (Passthru, or the dialer's status callbacks): send
+        ``call.status`` and keep it for the calls page. Returns at once; never raises."""
+        if self.post_call is not None and fields.get("CallSid"):
+            self.post_call.publish_status(fields)
+
+    async def stop(self) -> None:
+        """At exit: queued events stay in the store (sent after the restart), then close it."""
+        if self.post_call is not None:
+            await self.post_call.stop()
+        await self.store.close()
 
     @property
     def active_calls(self) -> int:
@@ -178,9 +222,11 @@ class Runtime:
             self.calls.pop(key, None)
             self.metrics.active_calls.dec()
             self._count_call(session)
-            await observer.finish(session.end_reason, session.hung_up_by)
+            record = await observer.finish(session.end_reason, session.hung_up_by)
             if outbound is not None:
                 await outbound.finish(time.monotonic() - session.started_at)
+            if self.post_call is not None:
+                self.post_call.spawn(record)  # a task: the call's end never waits on it
             if self.keep_finished:
                 self.finished_calls = [*self.finished_calls, session][-self.keep_finished :]
             if not self.calls:

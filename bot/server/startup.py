@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from bot.agent.config import AgentConfig, parse_agent_config
 from bot.config import ConfigError, Settings
 from bot.delivery.analysis import AnalysisConfig
+from bot.delivery.service import check_webhook_settings
 from bot.languages import LanguagePolicy, PhraseBook
 from bot.providers import ProviderChoice, choose_providers
 
@@ -31,6 +32,7 @@ class RoomConfigs:
 def load_room_configs(settings: Settings) -> RoomConfigs:
     """Parse and check every room's tables; a problem raises ``ConfigError`` naming the key."""
     tables = settings.room_tables
+    check_webhook_settings(settings)
     agent_table = tables.get("agent") or {}
     languages = LanguagePolicy.from_sources(
         os.environ, {"agent": agent_table, "bot": {"language": settings.bot_language}}
