@@ -122,6 +122,11 @@ class Settings(BaseSettings):
     # Holding phrases cover 0.7 s and 3 s; past ~4 s of silence a caller thinks the line died.
     provider_timeout_secs: float = Field(4.0, gt=0)
 
+    # Shared state (bot.state): unset = an SQLite file under BOT_DATA_DIR; memory:// for tests,
+    # redis://host:port/db to share call outcomes (a transfer) between instances.
+    bot_state_url: str | None = None
+    bot_data_dir: Path = Path(".bot-data")
+
     # Observability
     call_records_dir: Path | None = None
     call_records_audio: bool = False

@@ -24,6 +24,7 @@ from bot.observability.metrics import Metrics
 from bot.observability.records import watch_call
 from bot.providers import ProviderChoice, SharedResources, load_shared_resources
 from bot.server.startup import RoomConfigs, load_room_configs
+from bot.state import MemoryStore, StateStore, open_store
 from bot.telephony.call import CallSession, read_handshake
 
 # After the last call ends, wait this long for another before giving memory back.
@@ -49,6 +50,9 @@ class Runtime:
     choice: ProviderChoice
     shared: SharedResources
     metrics: Metrics = field(default_factory=Metrics)
+    # Shared state (a call's transfer for Passthru, its context answer): opened by ``start``
+    # from BOT_STATE_URL; a runtime built directly (tests) gets a private memory store.
+    store: StateStore = field(default_factory=MemoryStore)
     # Test and benchmark hooks: a VAD analyzer factory (sample rate -> analyzer) and
     # per-call extra processors / observers.
     vad_factory: Callable[[int], object] | None = None
@@ -78,6 +82,7 @@ class Runtime:
         await asyncio.to_thread(_prewarm)
         shared = await load_shared_resources(settings, choice)
         shared.phrases = await start_phrase_cache(settings, choice, shared)
+        kwargs.setdefault("store", open_store(settings.bot_state_url, settings.bot_data_dir))
         runtime = cls(settings=settings, choice=choice, shared=shared, rooms=rooms, **kwargs)
         freeze_startup_heap()
         collect_fully_less_often()
@@ -140,6 +145,9 @@ class Runtime:
                     self.choice,
                     self.shared,
                     vad_analyzer=self.vad_factory(info.in_rate) if self.vad_factory else None,
+                    agent_config=self.rooms.agent if self.rooms else None,
+                    store=self.store,
+                    query=dict(websocket.query_params),
                 )
             except Exception:
                 logger.exception("could not build the call's pipeline")
@@ -163,7 +171,13 @@ class Runtime:
             self.calls.pop(key, None)
             self.metrics.active_calls.dec()
             self._count_call(session)
-            await observer.finish(session.end_reason, session.hung_up_by)
+            agent = session.agent
+            await observer.finish(
+                session.end_reason,
+                session.hung_up_by,
+                agent=agent.record(session.end_reason, session.hung_up_by),
+                masked=agent.variables.secrets(),
+            )
             if self.keep_finished:
                 self.finished_calls = [*self.finished_calls, session][-self.keep_finished :]
             if not self.calls:
