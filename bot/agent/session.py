@@ -104,6 +104,9 @@ class CallAgent:
         self.context: ContextResult | None = None
         self.transferred: TransferRequest | None = None
         self._custom = dict(custom_parameters or {})
+        # The call's keypad entries, for the log patcher (bot.observability.logs): the call
+        # runs in logger.contextualize(masked=agent.log_masks), and this list is filled in.
+        self.log_masks: list[str] = []
         self._context_task: asyncio.Task[ContextResult | None] | None = None
 
     @classmethod
@@ -242,6 +245,7 @@ class CallAgent:
 
             async def result(value: Any, *, properties: Any = None) -> None:
                 outcome.update(status=_status_of(value), bytes=len(json.dumps(value, default=str)))
+                self.log_masks[:] = self.variables.secrets()  # before the model's next request
                 await callback(value, properties=properties)
 
             shown = self.variables.hide_secrets(json.dumps(params.arguments, default=str))

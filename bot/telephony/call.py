@@ -238,7 +238,9 @@ class CallSession:
         await runner.add_workers(self.worker)
         cap = asyncio.get_running_loop().call_later(self.settings.max_call_secs, self._cap_reached)
         try:
-            await runner.run()
+            # The pipeline's tasks inherit this: their log lines mask the keypad entries.
+            with logger.contextualize(masked=self.agent.log_masks):
+                await runner.run()
         finally:
             cap.cancel()
             if self._end_task and not self._end_task.done():
