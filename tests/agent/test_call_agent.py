@@ -312,3 +312,20 @@ async def test_end_call_of_an_interrupted_turn_does_not_run(fakes):
     assert rec.closed_by != "bot"
     assert session.hung_up_by == "caller"
     assert fakes.cartesia.transcripts[-1] == "Sure, what is it?"
+
+
+async def test_the_dynamic_url_fetches_the_context_once_for_the_stream(fakes, server):
+    async with bot_on_fakes(fakes) as (url, runtime):
+        use_agent(runtime, {"context_url": f"{server.base}/context"})
+        base = url.replace("ws://", "http://").replace("/exotel/ws", "")
+        config = CallConfig(url=url, wait_timeout=10)
+        async with httpx.AsyncClient(base_url=base) as client:
+            query = {"CallSid": config.call_sid, "CallFrom": "+919800000000", "lead": "7"}
+            answer = (await client.get("/exotel/url", params=query)).json()
+        assert "lead=7" in answer["url"]
+        await ExotelSimulator(config).run([WaitForBot(gap=0.2), Hangup()])
+    (seen,) = server.seen  # fetched at the dynamic URL only; start used the kept answer
+    assert seen.body["call_sid"] == config.call_sid and seen.body["stream_sid"] is None
+    assert seen.body["from"] == "+919800000000"
+    assert seen.body["custom_parameters"] == {"lead": "7"}
+    assert fakes.cartesia.transcripts[0] == "Hi Asha"
