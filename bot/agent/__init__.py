@@ -4,7 +4,8 @@ built-in tools (end_call, transfer_call, collect_digits) and the keypad collecto
 Owns: what a call knows (``CallVariables``), what it may do (tool configs, runners and the
 handlers registered with Pipecat's LLM service), the transfer outcome under the CallSid and
 Exotel's Passthru/Connect answers derived from it, and guards against Pipecat's tool-call
-traps (bot.agent.guard).
+traps (bot.agent.guard). ``CallAgent`` (bot.agent.session) gathers one call's pieces for the
+call controller.
 
 Must not touch: calls, pipelines, transports or the server. It imports only ``bot.config``,
 ``bot.state``, Pipecat and libraries; the call controller wires it in, handing the handlers
@@ -32,12 +33,15 @@ from bot.agent.context import (
 )
 from bot.agent.digits import DigitCollector, DigitResult, DigitSettings, mask_digits
 from bot.agent.guard import CancelSafeAssistantAggregator, TurnGuard
+from bot.agent.session import AgentObserver, CallAgent
 from bot.agent.tools import HttpToolConfig, HttpToolRunner, ToolCallLog, parse_tools, tools_schema
 from bot.agent.transfer import connect_answer, passthru_answer, record_transfer, transfer_for
 from bot.agent.variables import CallVariables, render, render_json
 
 __all__ = [
     "AgentConfig",
+    "AgentObserver",
+    "CallAgent",
     "CallVariables",
     "CancelSafeAssistantAggregator",
     "ContextAnswer",

@@ -10,8 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
-from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
 from pipecat.audio.vad.vad_analyzer import VADParams
 from pipecat.audio.vad.vad_controller import VADController
 from pipecat.frames.frames import Frame, InputAudioRawFrame, OutputAudioRawFrame
@@ -21,7 +19,6 @@ from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.pipeline.worker_observer import WorkerObserver
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.aggregators.llm_response_universal import (
-    LLMAssistantAggregator,
     LLMContextAggregatorPair,
     LLMUserAggregator,
     LLMUserAggregatorParams,
@@ -34,6 +31,8 @@ from pipecat.turns.user_start import (
 )
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
+from bot.agent import CancelSafeAssistantAggregator, ToolRegistration, register_tools
+from bot.agent.session import CallAgent
 from bot.config import Settings
 from bot.conversation.turns import (
     PatientSpeechTimeoutStopStrategy,
@@ -43,16 +42,6 @@ from bot.conversation.vad import SharedSileroVADAnalyzer, report_onsets
 from bot.providers import ProviderChoice, ProviderContext, pipecat_fixes
 
 pipecat_fixes.apply()
-
-END_CALL_TOOL = FunctionSchema(
-    name="end_call",
-    description=(
-        "End the phone call. Call it after saying a short goodbye, when the caller says "
-        "goodbye or has nothing else to ask."
-    ),
-    properties={},
-    required=[],
-)
 
 # While the caller speaks, Pipecat's VAD controller broadcasts a UserSpeakingFrame every 0.2 s
 # both ways through the pipeline; nothing in a call reads it (the worker's idle cancel is
@@ -76,8 +65,9 @@ class CallerAudioEndsHere(LLMUserAggregator):
         await super().push_frame(frame, direction)
 
 
-class BotAudioEndsHere(LLMAssistantAggregator):
-    """Pipecat's assistant aggregator, except that the bot's audio goes no further.
+class BotAudioEndsHere(CancelSafeAssistantAggregator):
+    """Pipecat's assistant aggregator, except that the bot's audio goes no further (and a tool
+    call cancelled before it started is settled, bot.agent.guard).
 
     The output transport pushes every chunk it has written on downstream, where the call's
     records see it leave. The aggregator after it, last in the pipeline, reads text and turn
@@ -176,6 +166,8 @@ def build_call_pipeline(
     observers: list[BaseObserver] | None = None,
     vad_analyzer=None,
     input_processors: list[FrameProcessor] | None = None,
+    agent: CallAgent | None = None,
+    tools: list[ToolRegistration] | None = None,
 ) -> CallPipeline:
     """Assemble one call's pipeline.
 
@@ -184,15 +176,21 @@ def build_call_pipeline(
     the STT and the user aggregator: they see the caller's transcripts first and may hold them
     back (the outbound answer gate, bot.dialer.outbound). ``vad_analyzer`` lets tests
     use a deterministic VAD; the default is Silero from Pipecat's bundled ONNX model, on one
-    session shared by every call (bot/vad.py).
+    session shared by every call (bot/vad.py). ``agent`` offers its tools to an LLM that
+    can call them (``tools``: the handlers, registered on the LLM service) and watches the
+    call's frames (the turn guard and the keypad).
     """
     s = ctx.settings
     stt = choice.stt.factory(ctx)
     llm = choice.llm.factory(ctx)
     tts = choice.tts.factory(ctx)
 
-    tools = ToolsSchema(standard_tools=[END_CALL_TOOL]) if choice.llm.tools else None
-    context = LLMContext(tools=tools) if tools else LLMContext()
+    schema = agent.tools_schema() if agent is not None and choice.llm.tools else None
+    context = LLMContext(tools=schema) if schema and schema.standard_tools else LLMContext()
+    if schema is not None and tools:
+        register_tools(llm, tools)
+    if agent is not None:
+        observers = [*(observers or []), agent.observer]
     vad = vad_analyzer or SharedSileroVADAnalyzer(
         sample_rate=ctx.in_rate,
         params=VADParams(

@@ -37,6 +37,8 @@ class ProviderContext:
     out_rate: int  # the call's rate (TTS is asked for this)
     shared: SharedResources = field(default_factory=SharedResources)
     end_call: EndCall | None = None  # ends the call once the goodbye has been heard
+    # The call's system prompt, its {{variables}} rendered (None: the configured one).
+    system_prompt: str | None = None
 
 
 Factory = Callable[[ProviderContext], FrameProcessor]

@@ -16,7 +16,7 @@ from typing import Any
 from loguru import logger
 from pipecat.processors.frame_processor import FrameProcessor
 
-from bot.providers.base import EndCall, ProviderContext, register, secret_value
+from bot.providers.base import ProviderContext, register, secret_value
 from bot.providers.tls import SharedTLSWebsocket, share_tls_in_deepgram_sdk, shared_tls_context
 
 # -- cloud ------------------------------------------------------------------------------------
@@ -163,25 +163,11 @@ def _openai(ctx: ProviderContext) -> FrameProcessor:
         api_key=secret_value(s.openai_api_key),
         base_url=s.openai_base_url or None,
         settings=OpenAILLMService.Settings(
-            model=s.openai_model, system_instruction=s.system_prompt()
+            model=s.openai_model, system_instruction=ctx.system_prompt or s.system_prompt()
         ),
     )
-    if ctx.end_call:
-        llm.register_function("end_call", _end_call_handler(ctx.end_call))
+    # The call's tools are registered by the conversation (bot.agent), not here.
     return llm
-
-
-def _end_call_handler(end_call: EndCall):
-    from pipecat.frames.frames import FunctionCallResultProperties
-
-    async def handle(params) -> None:
-        # No second LLM run: the goodbye was said with the call, or the call says it.
-        await params.result_callback(
-            {"status": "ending the call"}, properties=FunctionCallResultProperties(run_llm=False)
-        )
-        await end_call("llm called end_call")
-
-    return handle
 
 
 @functools.cache

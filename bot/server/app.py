@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from loguru import logger
 
 from bot.config import Settings, load_settings
-from bot.server import calls_routes, dialer_routes, exotel_routes, ops_routes
+from bot.server import agent_routes, calls_routes, dialer_routes, exotel_routes, ops_routes
 from bot.server.runtime import Runtime
 
 
@@ -42,6 +42,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(ops_routes.router)
     app.include_router(dialer_routes.router)
     app.include_router(calls_routes.router)
+    app.include_router(agent_routes.router)
     # The routes find the runtime here (bot.server.runtime.runtime_of): it exists only once
     # the lifespan has started it.
     app.state.runtime = lambda: state["runtime"]

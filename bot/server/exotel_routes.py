@@ -18,7 +18,9 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from loguru import logger
 from pydantic import BaseModel, Field
 
+from bot.agent import passthru_answer
 from bot.config import Settings
+from bot.server.agent_routes import prefetch_context
 from bot.server.runtime import Runtime, runtime_of
 from serializers.exotel import DEFAULT_SAMPLE_RATE, SUPPORTED_SAMPLE_RATES
 
@@ -149,7 +151,9 @@ async def dynamic_url(
     rate = parse_sample_rate(str(sample_rate) if sample_rate else None)
     if sample_rate is None:
         rate = rt.settings.bot_sample_rate
-    query = {"sample-rate": str(rate), **_custom_parameters(fields)}
+    custom = _custom_parameters(fields)
+    query = {"sample-rate": str(rate), **custom}
+    await prefetch_context(rt, fields, custom)  # bounded by [agent] context_timeout_secs
     scheme, host = public_base(request, rt.settings)
     ws_scheme = "wss" if scheme in ("https", "wss") else "ws"
     creds = rt.settings.exotel_basic_auth
@@ -162,21 +166,30 @@ async def dynamic_url(
 
 @router.api_route("/exotel/passthru", methods=["GET", "POST"])
 async def passthru(request: Request) -> PlainTextResponse:
-    """Exotel's Passthru applet after the stream: logged with the call's ids; 200 OK."""
+    """Exotel's Passthru applet after the stream: 302 for a call the bot transferred (the
+    flow's branch to the Connect applet), 200 for every other call, unknown ones included.
+
+    Answered from the state store only (the caller waits in silence); reading changes
+    nothing, so Exotel may ask twice.
+    """
     fields = dict(request.query_params)
     if request.method == "POST":
         fields.update(await _form_or_json(request))
     stream = parse_passthru_stream(fields)
     call_sid = fields.get("CallSid", "")
     with logger.contextualize(call_sid=call_sid, stream_sid=stream.get("StreamSID", "")):
+        answer = await passthru_answer(runtime_of(request).store, call_sid)
         logger.info(
-            "passthru: status={} disconnected_by={} duration={} error={}",
+            "passthru: status={} disconnected_by={} duration={} error={} answer={}",
             stream.get("Status"),
             stream.get("DisconnectedBy"),
             stream.get("Duration"),
             stream.get("Error") or stream.get("DetailedStatus") or "-",
+            answer,
         )
     runtime_of(request).publish_call_status(fields)  # call.status, in a task of its own
+    if answer == 302:
+        return PlainTextResponse("transferred", status_code=302)
     return PlainTextResponse("ok")
 
 

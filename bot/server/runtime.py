@@ -54,8 +54,8 @@ class Runtime:
     choice: ProviderChoice
     shared: SharedResources
     metrics: Metrics = field(default_factory=Metrics)
-    # Shared state (call outcomes for Passthru, the outbox): opened by ``start`` from
-    # BOT_STATE_URL; a runtime built directly (tests) gets a private memory store.
+    # Shared state (a call's transfer for Passthru, its context answer, the outbox): opened by
+    # ``start`` from BOT_STATE_URL; a runtime built directly (tests) gets a private memory store.
     store: StateStore = field(default_factory=MemoryStore)
     # Test and benchmark hooks: a VAD analyzer factory (sample rate -> analyzer) and
     # per-call extra processors / observers.
@@ -195,6 +195,9 @@ class Runtime:
                     vad_analyzer=self.vad_factory(info.in_rate) if self.vad_factory else None,
                     input_processors=outbound.processors if outbound else None,
                     hold_greeting=outbound is not None,
+                    agent_config=self.rooms.agent if self.rooms else None,
+                    store=self.store,
+                    query=dict(websocket.query_params),
                 )
             except Exception:
                 logger.exception("could not build the call's pipeline")
@@ -222,7 +225,13 @@ class Runtime:
             self.calls.pop(key, None)
             self.metrics.active_calls.dec()
             self._count_call(session)
-            record = await observer.finish(session.end_reason, session.hung_up_by)
+            agent = session.agent
+            record = await observer.finish(
+                session.end_reason,
+                session.hung_up_by,
+                agent=agent.record(session.end_reason, session.hung_up_by),
+                masked=agent.variables.secrets(),
+            )
             if outbound is not None:
                 await outbound.finish(time.monotonic() - session.started_at)
             if self.post_call is not None:

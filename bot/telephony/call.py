@@ -10,19 +10,29 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from functools import partial
 
 from fastapi import WebSocket, WebSocketDisconnect
 from loguru import logger
-from pipecat.frames.frames import EndFrame, TTSSpeakFrame, UserIdleTimeoutUpdateFrame
+from pipecat.frames.frames import (
+    EndFrame,
+    LLMUpdateSettingsFrame,
+    TTSSpeakFrame,
+    UserIdleTimeoutUpdateFrame,
+)
+from pipecat.services.settings import LLMSettings
 from pipecat.workers.runner import WorkerRunner
 
+from bot.agent import AgentConfig, TransferRequest
+from bot.agent.session import CallAgent
 from bot.config import Settings
 from bot.conversation.faults import FaultWatchdog
 from bot.conversation.holding import HoldingPhraseProcessor, holding_processor_for_call
 from bot.conversation.pipeline import CallPipeline, build_call_pipeline, pipeline_input_rate
 from bot.providers import ProviderChoice, ProviderContext, SharedResources
+from bot.state import StateStore
 from bot.telephony.transport import ExotelTransport, exotel_params
 from serializers.exotel import (
     ExotelFrameSerializer,
@@ -34,6 +44,10 @@ from serializers.exotel import (
 
 # How long the bot may stay silent before we stop waiting for a goodbye it was asked to say.
 GOODBYE_START_SECS = 3.0
+# A transfer closes the stream at the message's mark echo, or this long after its audio ended.
+TRANSFER_ECHO_WAIT_SECS = 5.0
+# Spoken length estimate of a collect_digits prompt (the first-digit timer starts after it).
+SECS_PER_WORD = 0.4
 
 
 @dataclass
@@ -122,6 +136,9 @@ class CallSession:
         vad_analyzer=None,
         input_processors: list | None = None,
         hold_greeting: bool = False,
+        agent_config: AgentConfig | None = None,
+        store: StateStore | None = None,
+        query: Mapping[str, str] | None = None,
     ) -> None:
         self.info = info
         # Outbound calls: the greeting waits until whoever built the call says ``greet()``
@@ -140,12 +157,19 @@ class CallSession:
         self.transport = ExotelTransport(
             websocket, self.serializer, exotel_params(info.sample_rate)
         )
+        # What the call knows and may do (bot.agent); the context answer is fetched now.
+        self.agent = CallAgent.for_call(
+            agent_config or AgentConfig(), info, store=store, query=query
+        )
+        self.agent.start_context()
+        self._base_prompt = self.agent.system_prompt(settings.system_prompt())
         ctx = ProviderContext(
             settings=settings,
             in_rate=info.in_rate,
             out_rate=info.sample_rate,
             shared=shared,
             end_call=self.end_call,
+            system_prompt=self._base_prompt,
         )
         self.holding = holding_processor_for_call(settings, shared.phrases)
         # Last before the output: it must see holding phrases to tell them from answers.
@@ -163,6 +187,10 @@ class CallSession:
             observers=observers,
             vad_analyzer=vad_analyzer,
             input_processors=input_processors,
+            agent=self.agent,
+            tools=self.agent.registrations(
+                end_call=self._llm_end_call, transfer=self.transfer, say=self._say_prompt
+            ),
         )
         if self.faults:
             self.faults.watch(self.worker)
@@ -175,6 +203,8 @@ class CallSession:
     def _wire_events(self) -> None:
         @self.transport.event_handler("on_client_connected")
         async def _greet(_transport, _ws) -> None:
+            await self.agent.context_ready()  # bounded: the context timeout and a margin
+            await self._apply_context()
             if not self.hold_greeting:
                 await self.greet()
 
@@ -215,11 +245,14 @@ class CallSession:
         await runner.add_workers(self.worker)
         cap = asyncio.get_running_loop().call_later(self.settings.max_call_secs, self._cap_reached)
         try:
-            await runner.run()
+            # The pipeline's tasks inherit this: their log lines mask the keypad entries.
+            with logger.contextualize(masked=self.agent.log_masks):
+                await runner.run()
         finally:
             cap.cancel()
             if self._end_task and not self._end_task.done():
                 self._end_task.cancel()
+            await self.agent.close()
             if self.serializer.stop_reason and not self.end_reason:
                 self._mark_end(f"caller hung up (stop: {self.serializer.stop_reason})", "caller")
             self._mark_end("pipeline finished", by="bot")
@@ -231,7 +264,7 @@ class CallSession:
     async def greet(self) -> None:
         """Speak the greeting (at once on connect, or when a held greeting is released)."""
         if not self._ending:
-            await self._speak(self.settings.bot_greeting)
+            await self._speak(self.agent.greeting(self.settings.bot_greeting))
 
     async def hang_up(self, reason: str) -> None:
         """End at once without a word: an answering machine or a carrier announcement."""
@@ -261,7 +294,12 @@ class CallSession:
         """
         self._begin_ending(reason, goodbye)
 
-    def _begin_ending(self, reason: str, goodbye: str | None) -> None:
+    async def _llm_end_call(self, reason: str) -> None:
+        """The LLM's end_call, run once its turn has been heard out (bot.agent.guard): the
+        goodbye it said has been heard already; a turn without words gets ours."""
+        self._begin_ending(reason, None, heard=self.agent.observer.response_spoke)
+
+    def _begin_ending(self, reason: str, goodbye: str | None, heard: bool = False) -> None:
         if self._ending:
             return
         self._ending = True
@@ -269,9 +307,35 @@ class CallSession:
             self.faults.stand_down()  # silence is expected from now on
         self._mark_end(reason, by="bot")
         logger.info(f"ending the call: {reason}")
-        self._end_task = asyncio.create_task(self._end(goodbye), name="end-call")
+        goodbye = self.agent.render(goodbye) if goodbye else goodbye
+        self._end_task = asyncio.create_task(self._end(goodbye, heard), name="end-call")
 
-    async def _end(self, goodbye: str | None) -> None:
+    async def transfer(self, request: TransferRequest) -> None:
+        """The LLM's transfer_call: message, its echo, the outcome recorded, the stream closed.
+
+        Like end_call it runs in a task of the call's own; a store that cannot record the
+        transfer leaves the call going on (Exotel would hang up on the caller otherwise).
+        """
+        if self._ending:
+            return
+        self._ending = True
+        logger.info(f"transferring the call: {request.reason}")
+        self._end_task = asyncio.create_task(self._transfer(request), name="transfer")
+
+    async def _transfer(self, request: TransferRequest) -> None:
+        done = await self.agent.transfer(
+            request, speak=self._speak, heard=self._wait_for_echo, close=self._close_transferred
+        )
+        if not done:
+            self._ending = False
+
+    async def _close_transferred(self) -> None:
+        if self.faults:
+            self.faults.stand_down()
+        self._mark_end("transferred to a human", by="bot")
+        await self.worker.queue_frame(EndFrame())
+
+    async def _end(self, goodbye: str | None, heard: bool = False) -> None:
         """Goodbye (if given, or if the bot said nothing after being asked to end) -> the
         utterance's mark -> Exotel's echo of it (bounded by the audio still queued plus a
         margin) -> EndFrame, which closes the socket so the Exotel flow moves on."""
@@ -279,10 +343,13 @@ class CallSession:
         asked_at = time.monotonic()
         if goodbye:
             await self._speak(goodbye)
-        heard = await self._wait_until_heard(asked_at)
+        if heard:  # played out already; let what is still in flight finish
+            heard = await self._wait_until_heard(0.0)
+        else:
+            heard = await self._wait_until_heard(asked_at)
         if not heard and not goodbye:
             # The bot was asked to end without a goodbye and said nothing: say ours.
-            await self._speak(self.settings.goodbye)
+            await self._speak(self.agent.render(self.settings.goodbye))
             heard = await self._wait_until_heard(time.monotonic())
         if not heard:
             logger.warning("goodbye not confirmed by Exotel in time; closing anyway")
@@ -293,6 +360,37 @@ class CallSession:
         """Say ``text``: the pre-rendered audio if cached (instant), else through the TTS."""
         if text and not (self.holding and await self.holding.say(text)):
             await self.worker.queue_frame(TTSSpeakFrame(text))
+
+    async def _apply_context(self) -> None:
+        """The context answer's system prompt (rendered), sent to the LLM before any turn."""
+        prompt = self.agent.system_prompt(self.settings.system_prompt())
+        if prompt != self._base_prompt:
+            delta = LLMSettings(system_instruction=prompt)
+            await self.worker.queue_frame(
+                LLMUpdateSettingsFrame(delta=delta, service=self.pipeline.llm)
+            )
+
+    async def _say_prompt(self, text: str) -> float:
+        """collect_digits' prompt: queued now; returns its estimated spoken length."""
+        await self._speak(text)
+        return len(text.split()) * SECS_PER_WORD
+
+    async def _wait_for_echo(self, since: float) -> bool:
+        """True at the echo of what was said after ``since``; False when nothing was said,
+        or TRANSFER_ECHO_WAIT_SECS after its audio ended without an echo."""
+        out = self.transport.output()
+        audio_end = 0.0
+        while True:
+            now = time.monotonic()
+            if out.last_echo_at > since and not out.busy:
+                return True
+            if out.last_audio_at > since:
+                audio_end = max(audio_end, now + out.playout_remaining_secs)
+                if now > audio_end + TRANSFER_ECHO_WAIT_SECS:
+                    return False
+            elif now > since + GOODBYE_START_SECS + self.settings.provider_timeout_secs:
+                return False  # nothing was said
+            await asyncio.sleep(0.05)
 
     async def _wait_until_heard(self, since: float) -> bool:
         """True once an utterance that started after ``since`` has been played out."""

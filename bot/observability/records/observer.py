@@ -50,7 +50,7 @@ from bot.observability.records.model import (
     summarize,
     summary_line,
 )
-from bot.observability.records.redaction import Redactor, configured_secrets
+from bot.observability.records.redaction import MASK, Redactor, configured_secrets, mask_values
 from bot.observability.records.serialise import StereoAudio, build_stereo, write_record
 
 if TYPE_CHECKING:
@@ -275,8 +275,10 @@ class CallObserver(BaseObserver):
 
     def _on_dtmf(self, data: FramePushed) -> None:
         t = self._time(data)
-        button = data.frame.button
-        self._event(t, "dtmf", digit=str(getattr(button, "value", button)))
+        button = str(getattr(data.frame.button, "value", data.frame.button))
+        # Keypad digits may be a PIN: the record keeps that a key was pressed, never which
+        # digit (# and * are kept: they say how an entry ended).
+        self._event(t, "dtmf", digit=MASK if button.isdigit() else button)
 
     def _on_caller_audio(self, data: FramePushed) -> None:
         t = self._time(data)
@@ -466,8 +468,15 @@ class CallObserver(BaseObserver):
 
     # -- the record ------------------------------------------------------------------------
 
-    def build_record(self, end_reason: str | None, hung_up_by: str | None) -> dict[str, Any]:
-        """The call's record as JSON-ready data, secrets redacted."""
+    def build_record(
+        self,
+        end_reason: str | None,
+        hung_up_by: str | None,
+        agent: dict[str, Any] | None = None,
+        masked: Sequence[str] = (),
+    ) -> dict[str, Any]:
+        """The call's record as JSON-ready data, secrets redacted. ``agent``: the agent's part
+        (outcome, tool calls, variables: bot.agent); ``masked``: keypad entries to mask."""
         self._settle(final=True)
         duration = self.now()
         for span in self.bot_speech:
@@ -494,10 +503,20 @@ class CallObserver(BaseObserver):
             "inbound_events": dict(getattr(self._serializer, "counters", {}) or {}),
             "outbound_chunk_sizes": _size_counts(getattr(self._output, "sent_chunks", None)),
         }
+        if agent is not None:
+            record["outcome"] = agent.get("outcome")
+            record["agent"] = agent
         record["summary"] = summarize(record)
-        return self.redactor.tree(record)
+        return mask_values(self.redactor.tree(record), masked)
 
-    async def finish(self, end_reason: str | None, hung_up_by: str | None) -> dict[str, Any]:
+    async def finish(
+        self,
+        end_reason: str | None,
+        hung_up_by: str | None,
+        *,
+        agent: dict[str, Any] | None = None,
+        masked: Sequence[str] = (),
+    ) -> dict[str, Any]:
         """Log the summary line and write the record (and recording); never raises.
 
         Call it inside the call's ``logger.contextualize`` block so the line carries the ids
@@ -506,7 +525,9 @@ class CallObserver(BaseObserver):
         audio must not wait for them.
         """
         try:
-            record, path = await asyncio.to_thread(self._build_and_write, end_reason, hung_up_by)
+            record, path = await asyncio.to_thread(
+                self._build_and_write, end_reason, hung_up_by, agent, masked
+            )
         except Exception:
             logger.exception("call record failed")
             return {}
@@ -514,9 +535,13 @@ class CallObserver(BaseObserver):
         return record
 
     def _build_and_write(
-        self, end_reason: str | None, hung_up_by: str | None
+        self,
+        end_reason: str | None,
+        hung_up_by: str | None,
+        agent: dict[str, Any] | None = None,
+        masked: Sequence[str] = (),
     ) -> tuple[dict[str, Any], Path | None]:
-        record = self.build_record(end_reason, hung_up_by)
+        record = self.build_record(end_reason, hung_up_by, agent, masked)
         if self.records_dir is None:
             return record, None
         try:

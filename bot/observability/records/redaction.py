@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 # Shorter "secrets" (e.g. a 3-letter password) would redact ordinary words everywhere.
 MIN_SECRET_CHARS = 4
 REDACTED = "[redacted]"
+MASK = "\u2022"  # one per keypad digit, as bot.agent masks them
 
 
 def configured_secrets(settings: Settings) -> list[str]:
@@ -74,3 +75,20 @@ class Redactor:
         """A loguru patcher: redacts the message before any sink formats it."""
         if self.secrets:
             record["message"] = self.text(record["message"])
+
+
+def mask_values(value: Any, values: Iterable[str]) -> Any:
+    """A copy of a JSON-like value with each of ``values`` (a call's keypad entries) masked,
+    one MASK per character, wherever it appears in a string."""
+    found = sorted({v for v in values if v}, key=len, reverse=True)
+    if not found:
+        return value
+    if isinstance(value, str):
+        for item in found:
+            value = value.replace(item, MASK * len(item))
+        return value
+    if isinstance(value, Mapping):
+        return {k: mask_values(v, found) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [mask_values(v, found) for v in value]
+    return value

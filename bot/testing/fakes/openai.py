@@ -66,7 +66,12 @@ def _normalize_reply(reply: Reply) -> tuple[list[str], list[ToolCall]]:
         return [], items  # type: ignore[return-value]
     if all(isinstance(item, str) for item in items):
         return items, []  # type: ignore[return-value]
-    raise TypeError(f"a reply is text, tokens or tool calls, not a mix: {reply!r}")
+    # Words, then tool calls (a goodbye with its end_call), as OpenAI streams them.
+    texts = [item for item in items if isinstance(item, str)]
+    calls = [item for item in items if isinstance(item, ToolCall)]
+    if len(texts) + len(calls) == len(items) and items[: len(texts)] == texts:
+        return [t for text in texts for t in _tokenize(text)], calls
+    raise TypeError(f"a reply is text, tokens or tool calls (words first), not {reply!r}")
 
 
 def _last_user_text(messages: Sequence[Mapping[str, Any]]) -> str:
@@ -275,10 +280,10 @@ class FakeOpenAI(FakeServer):
     ) -> AsyncIterator[bytes]:
         """The SSE body: role delta, content or tool-call deltas, finish, usage, ``[DONE]``."""
         envelope = _ChunkEnvelope(str(body["model"]))
-        deltas = _tool_call_deltas(calls) if calls else [{"content": t} for t in tokens]
+        deltas = [{"content": t} for t in tokens] + _tool_call_deltas(calls)
         first = (
             {"role": "assistant", "content": None}
-            if calls
+            if calls and not tokens
             else {"role": "assistant", "content": "", "refusal": None}
         )
         yield _sse(envelope.chunk(first))
