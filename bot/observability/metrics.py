@@ -29,6 +29,11 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.state_write_retries = Counter(
+            "exotel_state_write_retries",
+            "State store writes kept for retry (or retried) while the store was unreachable",
+            registry=r,
+        )
         self.inbound_rejected = Counter(
             "exotel_inbound_rejected",
             "Inbound messages dropped, by reason",

@@ -19,10 +19,25 @@ from loguru import logger
 from pydantic import BaseModel, Field
 
 from bot.config import Settings
-from bot.server.runtime import Runtime, runtime_of
+from bot.server.runtime import DRAINING, Runtime, runtime_of
+from bot.state import StateUnavailable
 from serializers.exotel import DEFAULT_SAMPLE_RATE, SUPPORTED_SAMPLE_RATES
 
 WS_PATH = "/exotel/ws"
+# The ASGI extension that lets a WebSocket route answer the upgrade with a plain HTTP response
+# (uvicorn's websockets implementations and Starlette's TestClient have it).
+DENIAL_EXTENSION = "websocket.http.response"
+# Where a call's transfer outcome lives in the shared store (JSON; written by the agent room
+# when it transfers, with a TTL of at least TRANSFER_TTL_SECS), read by /exotel/passthru on
+# whichever instance Exotel reaches.
+TRANSFER_TTL_SECS = 2 * 3600
+
+
+def transfer_key(call_sid: str) -> str:
+    """``call:{CallSid}:transfer``."""
+    return f"call:{call_sid}:transfer"
+
+
 # Exotel's own call parameters on the dynamic-URL request; everything else is the user's.
 EXOTEL_CALL_FIELDS = {
     "callsid", "callfrom", "callto", "from", "to", "direction", "calltype", "created",
@@ -97,31 +112,51 @@ router = APIRouter()
 
 @router.websocket(WS_PATH)
 async def exotel_stream(websocket: WebSocket) -> None:
-    """Exotel's Voicebot stream. Query: ``sample-rate`` = 8000 | 16000 | 24000."""
+    """Exotel's Voicebot stream. Query: ``sample-rate`` = 8000 | 16000 | 24000.
+
+    Refusals happen on the upgrade, before accept and before any pipeline exists: bad auth
+    is closed (uvicorn answers HTTP 403); full or draining is answered HTTP 503, which a
+    balancer (HAProxy ``retry-on 503``) retries on another instance.
+    """
     rt = runtime_of(websocket)
     if not _auth(rt).allows(websocket.headers.get("authorization")):
-        # Refused on the upgrade, before any pipeline exists. The header is never logged.
+        # The header is never logged.
         logger.warning(f"refused a stream from {_peer(websocket)}: missing or wrong auth")
         await websocket.close(code=status.WS_1008_POLICY_VIOLATION)
         return
-    if rt.draining:
-        logger.warning("refused a stream: shutting down")
-        rt.metrics.calls_refused.labels(reason="draining").inc()
-        await websocket.close(code=status.WS_1013_TRY_AGAIN_LATER)
+    refusal = rt.reserve_slot()
+    if refusal is not None:
+        await _refuse(websocket, rt, refusal)
         return
-    if rt.at_capacity:
+    params = websocket.query_params
+    rate = parse_sample_rate(params.get("sample-rate") or params.get("sample_rate"))
+    try:
+        await websocket.accept()  # at once: Exotel fails streams whose handshake takes 10 s
+    except Exception as e:  # the caller went away during the upgrade: no call, no slot
+        rt.release_slot()
+        logger.warning(f"stream from {_peer(websocket)} lost during the upgrade: {e!r}")
+        return
+    await rt.run_call(websocket, rate)
+
+
+async def _refuse(websocket: WebSocket, rt: Runtime, reason: str) -> None:
+    """HTTP 503 on the upgrade (never accept-then-close: a balancer cannot retry that)."""
+    if reason == DRAINING:
+        logger.warning("refused a stream: shutting down")
+    else:
         # One call too many slows every call in the process (bench/capacity.py).
         logger.warning(
             f"refused a stream: {rt.admitted} calls already, the limit "
             f"(BOT_MAX_CALLS) is {rt.settings.bot_max_calls}; add an instance"
         )
-        rt.metrics.calls_refused.labels(reason="full").inc()
+    rt.metrics.calls_refused.labels(reason=reason).inc()
+    if DENIAL_EXTENSION in websocket.scope.get("extensions", {}):
+        body = {"status": reason, "active_calls": rt.active_calls}
+        await websocket.send_denial_response(
+            JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
+        )
+    else:  # an ASGI server without the denial extension: the best it can do
         await websocket.close(code=status.WS_1013_TRY_AGAIN_LATER)
-        return
-    params = websocket.query_params
-    rate = parse_sample_rate(params.get("sample-rate") or params.get("sample_rate"))
-    await websocket.accept()  # at once: Exotel fails streams whose handshake takes 10 s
-    await rt.run_call(websocket, rate)
 
 
 @router.api_route("/exotel/url", methods=["GET", "POST"], response_model=StreamUrl)
@@ -162,21 +197,48 @@ async def dynamic_url(
 
 @router.api_route("/exotel/passthru", methods=["GET", "POST"])
 async def passthru(request: Request) -> PlainTextResponse:
-    """Exotel's Passthru applet after the stream: logged with the call's ids; 200 OK."""
+    """Exotel's Passthru applet after the stream: 302 if the call was transferred, else 200.
+
+    The outcome is read from the shared store (``call:{CallSid}:transfer``), so any instance
+    answers for a call another one served; the read changes nothing (Exotel may ask twice).
+    An unknown CallSid, or a store that cannot be reached, answers 200: the flow's default.
+    """
     fields = dict(request.query_params)
     if request.method == "POST":
         fields.update(await _form_or_json(request))
     stream = parse_passthru_stream(fields)
     call_sid = fields.get("CallSid", "")
     with logger.contextualize(call_sid=call_sid, stream_sid=stream.get("StreamSID", "")):
+        transferred = await _transferred(runtime_of(request), call_sid)
         logger.info(
-            "passthru: status={} disconnected_by={} duration={} error={}",
+            "passthru: status={} disconnected_by={} duration={} error={} transferred={}",
             stream.get("Status"),
             stream.get("DisconnectedBy"),
             stream.get("Duration"),
             stream.get("Error") or stream.get("DetailedStatus") or "-",
+            transferred,
         )
+    if transferred:
+        return PlainTextResponse("transferred", status_code=302)
     return PlainTextResponse("ok")
+
+
+async def _transferred(rt: Runtime, call_sid: str) -> bool:
+    if not call_sid:
+        return False
+    try:
+        raw = await rt.store.get(transfer_key(call_sid))
+    except StateUnavailable as e:
+        logger.warning(f"passthru: state store unreachable ({e}); answering 200 (no transfer)")
+        return False
+    if raw is None:
+        return False
+    try:
+        json.loads(raw)
+    except ValueError:
+        logger.warning("passthru: the stored transfer outcome is not JSON; ignored")
+        return False
+    return True
 
 
 def _custom_parameters(fields: dict[str, str]) -> dict[str, str]:

@@ -8,8 +8,9 @@ freeze every other call's audio.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -23,6 +24,7 @@ from bot.conversation.memory import collect_fully_less_often, freeze_startup_hea
 from bot.observability.metrics import Metrics
 from bot.observability.records import watch_call
 from bot.providers import ProviderChoice, SharedResources, choose_providers, load_shared_resources
+from bot.state import MemoryStore, ResilientStore, StateStore, open_store
 from bot.telephony.call import CallSession, read_handshake
 
 # After the last call ends, wait this long for another before giving memory back.
@@ -31,6 +33,9 @@ RELEASE_MEMORY_AFTER_SECS = 1.0
 # asyncio.to_thread shares the loop's default pool (6 threads on 2 cores); with several calls
 # transcribing, TTS requests queued behind them for ~1 s (offline-models §7.3).
 DEFAULT_EXECUTOR_THREADS = 32
+
+# Why an instance takes no new call; /ready answers 503 with it, an upgrade gets HTTP 503.
+READY, DRAINING, FULL, STORE_DOWN = "ready", "draining", "full", "state store down"
 
 
 def _prewarm() -> None:
@@ -48,6 +53,9 @@ class Runtime:
     choice: ProviderChoice
     shared: SharedResources
     metrics: Metrics = field(default_factory=Metrics)
+    # Shared state (call outcomes for Passthru, the outbox): opened by ``start`` from
+    # BOT_STATE_URL; a runtime built directly (tests) gets a private memory store.
+    store: StateStore = field(default_factory=MemoryStore)
     # Test and benchmark hooks: a VAD analyzer factory (sample rate -> analyzer) and
     # per-call extra processors / observers.
     vad_factory: Callable[[int], object] | None = None
@@ -57,8 +65,12 @@ class Runtime:
     keep_finished: int = 0  # how many ended sessions to keep for inspection (tests)
     _release: asyncio.TimerHandle | None = None
     _releasing: asyncio.Task | None = None
-    admitted: int = 0  # streams accepted and not yet ended, handshake included
+    admitted: int = 0  # call slots reserved: upgrades being accepted, handshakes, live calls
     memory_releases: int = 0  # times memory was given back after the last call ended
+    # Run by ``drain`` after the last call, before the process exits: the outbox room adds its
+    # flush here (what it cannot deliver stays queued in the shared store for other instances).
+    drain_hooks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    _store_watch: asyncio.Task | None = None
 
     @classmethod
     async def start(cls, settings: Settings, **kwargs) -> Runtime:
@@ -70,7 +82,14 @@ class Runtime:
         await asyncio.to_thread(_prewarm)
         shared = await load_shared_resources(settings, choice)
         shared.phrases = await start_phrase_cache(settings, choice, shared)
-        runtime = cls(settings=settings, choice=choice, shared=shared, **kwargs)
+        metrics = kwargs.pop("metrics", None) or Metrics()
+        store = open_runtime_store(settings, metrics)
+        runtime = cls(
+            settings=settings, choice=choice, shared=shared, metrics=metrics, store=store, **kwargs
+        )
+        if isinstance(store, ResilientStore):
+            # Probes an idle instance's Redis too, so /ready turns 503 without a call failing.
+            runtime._store_watch = loop.create_task(store.watch(), name="state-store-watch")
         freeze_startup_heap()
         collect_fully_less_often()
         logger.info(f"ready in {time.monotonic() - started:.2f} s")
@@ -80,14 +99,53 @@ class Runtime:
     def active_calls(self) -> int:
         return len(self.calls)
 
+    async def stop(self) -> None:
+        """Release what ``start`` opened (the state store); the runtime is not used afterwards."""
+        if self._store_watch is not None:
+            self._store_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._store_watch
+            self._store_watch = None
+        await self.store.close()
+
     @property
     def at_capacity(self) -> bool:
-        """As many streams admitted (handshaking or live) as ``bot_max_calls`` allows."""
+        """As many call slots reserved (accepting, handshaking or live) as the limit allows."""
         limit = self.settings.bot_max_calls
         return limit > 0 and self.admitted >= limit
 
+    def readiness(self) -> str:
+        """READY, or why this instance should get no new call (what /ready reports)."""
+        if self.draining:
+            return DRAINING
+        if self.at_capacity:
+            return FULL
+        if not self.store.healthy(self.settings.state_down_grace_secs):
+            return STORE_DOWN
+        return READY
+
+    def reserve_slot(self) -> str | None:
+        """Take a call slot for an upgrade about to be accepted; None when taken, else why not.
+
+        No await between the check and the count: on the one event loop two racing upgrades
+        cannot both take the last slot. The slot is given back by ``release_slot`` (the route,
+        when the accept fails) or at the end of ``run_call``. A blind store does not refuse
+        calls (they go on without it); /ready steers new ones elsewhere instead.
+        """
+        if self.draining:
+            return DRAINING
+        if self.at_capacity:
+            return FULL
+        self.admitted += 1
+        return None
+
+    def release_slot(self) -> None:
+        self.admitted = max(0, self.admitted - 1)
+
     async def drain(self, drain_secs: float, goodbye_wait_secs: float = 15.0) -> None:
         """Stop taking calls; let live ones finish, then end the rest with the goodbye."""
+        if self.draining:
+            return
         self.draining = True
         logger.info(f"draining: {self.active_calls} live calls, up to {drain_secs:.0f} s")
         await self._wait_for_calls(drain_secs)
@@ -100,6 +158,11 @@ class Runtime:
             )
             await self._wait_for_calls(goodbye_wait_secs)
         logger.info(f"drained; {self.active_calls} calls left")
+        for hook in self.drain_hooks:
+            try:
+                await hook()
+            except Exception:
+                logger.exception("a drain hook failed; exiting anyway")
 
     async def _wait_for_calls(self, secs: float) -> None:
         deadline = time.monotonic() + secs
@@ -107,12 +170,11 @@ class Runtime:
             await asyncio.sleep(0.1)
 
     async def run_call(self, websocket: WebSocket, sample_rate: int) -> None:
-        """Handshake, then run the call to its end. Never raises."""
-        self.admitted += 1
+        """Handshake, then run the call to its end; frees the slot ``reserve_slot`` took."""
         try:
             await self._handshake_and_run(websocket, sample_rate)
         finally:
-            self.admitted -= 1
+            self.release_slot()
 
     async def _handshake_and_run(self, websocket: WebSocket, sample_rate: int) -> None:
         info = await read_handshake(websocket, sample_rate, self.settings.handshake_timeout_secs)
@@ -184,6 +246,18 @@ class Runtime:
             m.outbound_chunks.labels(bytes=str(size)).inc()
             if not out.chunk_rule_ok(size):
                 m.chunk_violations.inc()
+
+
+def open_runtime_store(settings: Settings, metrics: Metrics) -> StateStore:
+    """The store BOT_STATE_URL names, its write retries counted in ``metrics``."""
+    store = open_store(
+        settings.bot_state_url,
+        settings.bot_data_dir,
+        on_retry=metrics.state_write_retries.inc,
+        down_grace_secs=settings.state_down_grace_secs,
+    )
+    logger.info(f"state store: {store!r}")
+    return store
 
 
 def _reason_label(reason: str | None) -> str:
