@@ -1,4 +1,4 @@
-"""Command line: ``python -m bot serve | call | demo | doctor | report``."""
+"""Command line: ``python -m bot serve | call | demo | doctor | report | cluster``."""
 
 from __future__ import annotations
 
@@ -89,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("record", type=Path, help="CALL_RECORDS_DIR/<date>/<call_sid>.json")
     report.add_argument("--png", type=Path, help="timeline picture (default: next to the record)")
     report.set_defaults(run=_report)
+
+    from bot.cli.cluster import add_cluster_parser
+
+    add_cluster_parser(sub)
     return parser
 
 

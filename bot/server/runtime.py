@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +36,18 @@ RELEASE_MEMORY_AFTER_SECS = 1.0
 # asyncio.to_thread shares the loop's default pool (6 threads on 2 cores); with several calls
 # transcribing, TTS requests queued behind them for ~1 s (offline-models §7.3).
 DEFAULT_EXECUTOR_THREADS = 32
+
+# Each call's record in the shared store, ``call:{CallSid}:served``: which instance served it,
+# when it started and ended. Any instance (and an operator) can see where a call ran and whether
+# it ended cleanly; a call whose record never got an end was on an instance that died.
+CALL_RECORD_TTL_SECS = 2 * 3600  # Exotel caps a stream at 60 minutes; Passthru comes after
+INSTANCE_ID = f"{socket.gethostname()}:{os.getpid()}"  # the pod name on Kubernetes
+
+
+def served_key(call_sid: str) -> str:
+    """``call:{CallSid}:served``."""
+    return f"call:{call_sid}:served"
+
 
 # Why an instance takes no new call; /ready answers 503 with it, an upgrade gets HTTP 503.
 READY, DRAINING, FULL, STORE_DOWN = "ready", "draining", "full", "state store down"
@@ -201,9 +216,18 @@ class Runtime:
                 return
             await self._run_session(session)
 
+    async def _note_call(self, call_sid: str, record: dict) -> None:
+        """Write the call's record; a store that refuses it costs a log line, not the call."""
+        try:
+            await self.store.set(served_key(call_sid), json.dumps(record), CALL_RECORD_TTL_SECS)
+        except Exception as e:  # ResilientStore keeps writes; SQLite may be locked or full
+            logger.warning(f"could not record the call in the state store: {e!r}")
+
     async def _run_session(self, session: CallSession) -> None:
         key = id(session)
         observer = watch_call(session, self.settings, self.metrics)
+        record = {"instance": INSTANCE_ID, "started_at": time.time()}
+        noted = asyncio.create_task(self._note_call(session.info.call_sid, record))
         self.calls[key] = session
         self.metrics.active_calls.inc()
         if self._release is not None:
@@ -218,6 +242,9 @@ class Runtime:
             self.metrics.active_calls.dec()
             self._count_call(session)
             await observer.finish(session.end_reason, session.hung_up_by)
+            await noted  # in order: the end never lands before the start
+            record.update(ended_at=time.time(), end_reason=session.end_reason)
+            await self._note_call(session.info.call_sid, record)
             if self.keep_finished:
                 self.finished_calls = [*self.finished_calls, session][-self.keep_finished :]
             if not self.calls:
