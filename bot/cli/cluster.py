@@ -279,7 +279,8 @@ class LocalCluster:
 
     async def stop(self, sig: int = signal.SIGTERM) -> None:
         """Instances first (SIGTERM drains their calls, SIGINT ends them), then HAProxy, Redis."""
-        await asyncio.gather(*(c.stop(sig, _stop_timeout(sig)) for c in self.instances if c))
+        timeout = _stop_timeout(sig, self.spec.env)
+        await asyncio.gather(*(c.stop(sig, timeout) for c in self.instances if c))
         for child in (self.haproxy, self.redis):
             if child is not None:
                 await child.stop(signal.SIGTERM)
@@ -360,13 +361,18 @@ class LocalCluster:
 
     # -- HAProxy's view ---------------------------------------------------------------------
 
-    async def backend_status(self) -> dict[str, str]:
-        """Each instance's state in HAProxy (``UP``, ``DOWN``, ``UP 1/2``...), from its CSV."""
+    async def backend_stats(self) -> dict[str, dict[str, str]]:
+        """HAProxy's CSV row for each instance (``status``, ``wretr`` retries, ``wredis``
+        redispatches, ``hrsp_5xx``...), by name."""
         async with httpx.AsyncClient(timeout=HTTP_TIMEOUT_SECS) as client:
             text = (await client.get(f"{self.stats_url};csv")).text
         rows = csv.DictReader(io.StringIO(text.removeprefix("# ")))
-        return {r["svname"]: r["status"] for r in rows if r["pxname"] == BACKEND
+        return {r["svname"]: r for r in rows if r["pxname"] == BACKEND
                 and r["svname"] not in ("FRONTEND", "BACKEND")}  # fmt: skip
+
+    async def backend_status(self) -> dict[str, str]:
+        """Each instance's state in HAProxy (``UP``, ``DOWN``, ``UP 1/2``...)."""
+        return {name: row["status"] for name, row in (await self.backend_stats()).items()}
 
     async def wait_backend(self, index: int, status: str, timeout: float = 20.0) -> None:
         """Until HAProxy reports instance ``index`` in ``status`` (its health checks agree)."""
@@ -381,11 +387,11 @@ class LocalCluster:
         await _until(reached, self.haproxy, timeout, f"HAProxy to see {name} {status}")
 
 
-def _stop_timeout(sig: int) -> float:
+def _stop_timeout(sig: int, env: dict[str, str]) -> float:
     """A draining instance may take its SHUTDOWN_DRAIN_SECS; an interrupted one may not."""
     if sig != signal.SIGTERM:
         return STOP_TIMEOUT_SECS
-    drain = float(os.environ.get("SHUTDOWN_DRAIN_SECS") or 30.0)
+    drain = float(env.get("SHUTDOWN_DRAIN_SECS") or os.environ.get("SHUTDOWN_DRAIN_SECS") or 30)
     return drain + STOP_TIMEOUT_SECS + 15.0  # the goodbye's wait
 
 

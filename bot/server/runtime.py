@@ -159,8 +159,6 @@ class Runtime:
 
     async def drain(self, drain_secs: float, goodbye_wait_secs: float = 15.0) -> None:
         """Stop taking calls; let live ones finish, then end the rest with the goodbye."""
-        if self.draining:
-            return
         self.draining = True
         logger.info(f"draining: {self.active_calls} live calls, up to {drain_secs:.0f} s")
         await self._wait_for_calls(drain_secs)

@@ -81,7 +81,9 @@ async def test_capacity_refusal_is_http_503_and_haproxy_serves_it_elsewhere(clus
             await asyncio.sleep(0.05)
         fourth = await call(direct)
         served = await asyncio.gather(*first)
-        print(f"\ndirect, limit 3: 4th call -> {fourth.connect_error}; others {served[0].turns}")
+        print(
+            f"\ndirect, limit 3: 4th call {outcome(fourth)}, others {[outcome(r) for r in served]}"
+        )
         assert fourth.connect_error == "HTTP 503"  # refused on the upgrade, never accepted
         assert all(completed(r) for r in served), [outcome(r) for r in served]
 
@@ -90,6 +92,25 @@ async def test_capacity_refusal_is_http_503_and_haproxy_serves_it_elsewhere(clus
         through = await asyncio.gather(*(call(c.ws_url) for _ in range(6)))
         print(f"through HAProxy, 2 x limit 3: {[outcome(r) for r in through]}")
         assert all(completed(r) for r in through), [outcome(r) for r in through]
+
+        # bot1 full while HAProxy still has it UP: its 503s are retried on bot2. (Both must
+        # have let go of the last calls first: a slot is freed once the bot's side has ended.)
+        for i in range(2):
+            while (await get(c.instance_url(i) + "/ready")).json()["status"] != "ready":
+                await asyncio.sleep(0.05)
+            await c.wait_backend(i, "UP")
+        held = [asyncio.create_task(call(direct)) for _ in range(3)]
+        while (await get(c.instance_url(0) + "/ready")).json()["status"] != "full":
+            await asyncio.sleep(0.02)
+        spill = await asyncio.gather(*(call(c.ws_url) for _ in range(3)))
+        held_recs = await asyncio.gather(*held)
+        bot1 = (await c.backend_stats())["bot1"]
+        print(
+            f"bot1 full: {[outcome(r) for r in spill]} through HAProxy; upgrades retried "
+            f"{bot1['wretr']} times, moved from bot1 {bot1['wredis']} times"
+        )
+        assert all(completed(r) for r in spill + held_recs), [outcome(r) for r in spill]
+        assert int(bot1["wredis"]) >= 1  # at least one upgrade went to bot1 and was moved
 
 
 async def test_rolling_restart_under_load_drops_no_call(cluster):
@@ -115,8 +136,11 @@ async def test_rolling_restart_under_load_drops_no_call(cluster):
         stop.set()
         await load
         recs = await asyncio.gather(*calls)
+        stats = await c.backend_stats()
     bad = [outcome(r) for r in recs if not completed(r)]
+    retried = {n: (r["wretr"], r["wredis"], r["hrsp_5xx"]) for n, r in stats.items()}
     print(f"rolling restart: {len(recs)} calls, {len(bad)} not completed")
+    print(f"HAProxy per instance (retries, redispatches, 5xx answers): {retried}")
     assert len(recs) >= 10 and bad == []
 
 
