@@ -20,7 +20,9 @@ RUN pip install ".[offline]"
 
 # Verify the model hashes and pre-render the offline holding phrases now, so a container
 # start costs neither (the doctor loads and checks everything the offline set needs).
-RUN mkdir -p /app/.cache /app/.bot-data && python -m bot doctor && chown -R bot /app/.cache /app/.bot-data
+RUN mkdir -p /app/.cache /app/.bot-data && python -m bot doctor \
+    && chown -R bot /app/.cache /app/.bot-data
 USER bot
 EXPOSE 8080
-CMD ["sh", "-c", "python -m bot serve --host 0.0.0.0 --port ${PORT}"]
+# exec: SIGTERM must reach Python (the drain), not the shell.
+CMD ["sh", "-c", "exec python -m bot serve --host 0.0.0.0 --port ${PORT}"]

@@ -113,9 +113,13 @@ class Settings(BaseSettings):
     goodbye: str = "Thank you for calling. Goodbye!"
     apology: str = "Sorry, I am having trouble right now. Please bear with me."
     max_call_secs: float = Field(55 * 60, gt=0, le=60 * 60)
-    # Streams past this many live calls are refused (close 1013) instead of slowing every
-    # call in the process; 0 = no limit. See bench/capacity.py for the measured ceiling.
+    # Streams past this many live calls are refused (HTTP 503 on the upgrade, which a balancer
+    # retries elsewhere) instead of slowing every call in the process;
+    # 0 = no limit. See bench/capacity.py for the measured ceiling.
     bot_max_calls: int = Field(DEFAULT_MAX_CALLS, ge=0)
+    # SIGTERM: live calls run on for up to this long before the goodbye. 30 s suits a PaaS
+    # restart; on Kubernetes use 3900 (Exotel's 60-minute stream cap plus margin) with the same
+    # terminationGracePeriodSeconds (deploy/k8s/, docs/scaling.md).
     shutdown_drain_secs: float = Field(30.0, ge=0)
     # Caller's end of speech -> the cached apology when no answer audio came
     # (bot.conversation.faults).

@@ -1,5 +1,5 @@
 """Command line: ``python -m bot serve | call | demo | doctor | report | dial | campaign |
-webhooks``."""
+webhooks | cluster``."""
 
 from __future__ import annotations
 
@@ -100,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     from bot.cli.webhooks import add_parser as add_webhooks
 
     add_webhooks(sub)
+
+    from bot.cli.cluster import add_cluster_parser
+
+    add_cluster_parser(sub)
     return parser
 
 

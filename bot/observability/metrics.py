@@ -80,6 +80,15 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self._add_shared_state_metrics(r)
+
+    def _add_shared_state_metrics(self, r: CollectorRegistry) -> None:
+        """What leaves the call's process: state store writes and post-call webhooks."""
+        self.state_write_retries = Counter(
+            "exotel_state_write_retries",
+            "State store writes kept for retry (or retried) while the store was unreachable",
+            registry=r,
+        )
         self.webhook_events = Counter(
             "exotel_webhook_events",
             "Post-call webhook attempts settled or retried, by state "

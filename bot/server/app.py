@@ -20,18 +20,28 @@ from bot.server import agent_routes, calls_routes, dialer_routes, exotel_routes,
 from bot.server.runtime import Runtime
 
 
-def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
-    """The bot's ASGI app. ``runtime`` lets tests inject one; otherwise it starts at lifespan."""
+def create_app(
+    settings: Settings | None = None,
+    runtime: Runtime | None = None,
+    runtime_options: dict[str, Any] | None = None,
+) -> FastAPI:
+    """The bot's ASGI app. ``runtime`` lets tests inject one (its owner stops it); otherwise
+    one starts at lifespan, with ``runtime_options`` (Runtime's test hooks), and stops after."""
     state: dict[str, Any] = {"runtime": runtime}
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
-        if state["runtime"] is None:
-            state["runtime"] = await Runtime.start(settings or load_settings())
-        yield
-        if state["runtime"] is not None:
-            await state["runtime"].stop()
-        logger.info("server stopped")
+        owned = state["runtime"] is None
+        if owned:
+            state["runtime"] = await Runtime.start(
+                settings or load_settings(), **(runtime_options or {})
+            )
+        try:
+            yield
+        finally:
+            if owned:
+                await state["runtime"].stop()
+            logger.info("server stopped")
 
     app = FastAPI(
         title="Exotel voice bot",
@@ -50,10 +60,12 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
 
 
 class DrainingServer(uvicorn.Server):
-    """uvicorn that drains live calls on the first SIGTERM (how a PaaS restarts a dyno).
+    """uvicorn that drains live calls on SIGTERM (how a PaaS or Kubernetes stops an instance).
 
-    New streams are refused and /healthz answers 503 while live calls finish, for up to
-    SHUTDOWN_DRAIN_SECS; the rest then hear the goodbye. A second signal exits at once.
+    /ready answers 503 at once and new upgrades get HTTP 503 while live calls finish, for up
+    to SHUTDOWN_DRAIN_SECS; the rest then hear the goodbye. A second SIGTERM does not cut the
+    drain short (an orchestrator may repeat it; only SIGKILL at the end of its grace period
+    stops a drain); SIGINT (Ctrl-C) exits at once, as uvicorn does.
     """
 
     def __init__(self, config: uvicorn.Config, app: FastAPI, drain_secs: float) -> None:
@@ -64,8 +76,11 @@ class DrainingServer(uvicorn.Server):
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         runtime = self._app.state.runtime()
-        if sig != signal.SIGTERM or self._drain_task is not None or runtime is None:
+        if sig != signal.SIGTERM or runtime is None:
             super().handle_exit(sig, frame)
+            return
+        if self._drain_task is not None:
+            logger.info(f"SIGTERM again: still draining {runtime.active_calls} live calls")
             return
         logger.info("SIGTERM: draining before exit")
         self._drain_task = asyncio.get_event_loop().create_task(self._drain(runtime))
@@ -77,9 +92,12 @@ class DrainingServer(uvicorn.Server):
             self.should_exit = True
 
 
-def run_server(settings: Settings, host: str, port: int) -> None:
-    """Serve until SIGINT, or SIGTERM after draining (``python -m bot serve``)."""
-    app = create_app(settings)
+def run_server(settings: Settings, host: str, port: int, **runtime_options: Any) -> None:
+    """Serve until SIGINT, or SIGTERM after draining (``python -m bot serve``).
+
+    ``runtime_options`` are Runtime's test hooks (e.g. ``vad_factory``) for test launchers.
+    """
+    app = create_app(settings, runtime_options=runtime_options)
     app.state.bind_host = host  # the calls page is open without ADMIN_BASIC_AUTH on loopback only
     config = uvicorn.Config(
         app,

@@ -21,10 +21,13 @@ from pydantic import BaseModel, Field
 from bot.agent import passthru_answer
 from bot.config import Settings
 from bot.server.agent_routes import prefetch_context
-from bot.server.runtime import Runtime, runtime_of
+from bot.server.runtime import DRAINING, Runtime, runtime_of
 from serializers.exotel import DEFAULT_SAMPLE_RATE, SUPPORTED_SAMPLE_RATES
 
 WS_PATH = "/exotel/ws"
+# The ASGI extension that lets a WebSocket route answer the upgrade with a plain HTTP response
+# (uvicorn's websockets implementations and Starlette's TestClient have it).
+DENIAL_EXTENSION = "websocket.http.response"
 # Exotel's own call parameters on the dynamic-URL request; everything else is the user's.
 EXOTEL_CALL_FIELDS = {
     "callsid", "callfrom", "callto", "from", "to", "direction", "calltype", "created",
@@ -99,31 +102,51 @@ router = APIRouter()
 
 @router.websocket(WS_PATH)
 async def exotel_stream(websocket: WebSocket) -> None:
-    """Exotel's Voicebot stream. Query: ``sample-rate`` = 8000 | 16000 | 24000."""
+    """Exotel's Voicebot stream. Query: ``sample-rate`` = 8000 | 16000 | 24000.
+
+    Refusals happen on the upgrade, before accept and before any pipeline exists: bad auth
+    is closed (uvicorn answers HTTP 403); full or draining is answered HTTP 503, which a
+    balancer (HAProxy ``retry-on 503``) retries on another instance.
+    """
     rt = runtime_of(websocket)
     if not _auth(rt).allows(websocket.headers.get("authorization")):
-        # Refused on the upgrade, before any pipeline exists. The header is never logged.
+        # The header is never logged.
         logger.warning(f"refused a stream from {_peer(websocket)}: missing or wrong auth")
         await websocket.close(code=status.WS_1008_POLICY_VIOLATION)
         return
-    if rt.draining:
-        logger.warning("refused a stream: shutting down")
-        rt.metrics.calls_refused.labels(reason="draining").inc()
-        await websocket.close(code=status.WS_1013_TRY_AGAIN_LATER)
+    refusal = rt.reserve_slot()
+    if refusal is not None:
+        await _refuse(websocket, rt, refusal)
         return
-    if rt.at_capacity:
+    params = websocket.query_params
+    rate = parse_sample_rate(params.get("sample-rate") or params.get("sample_rate"))
+    try:
+        await websocket.accept()  # at once: Exotel fails streams whose handshake takes 10 s
+    except Exception as e:  # the caller went away during the upgrade: no call, no slot
+        rt.release_slot()
+        logger.warning(f"stream from {_peer(websocket)} lost during the upgrade: {e!r}")
+        return
+    await rt.run_call(websocket, rate)
+
+
+async def _refuse(websocket: WebSocket, rt: Runtime, reason: str) -> None:
+    """HTTP 503 on the upgrade (never accept-then-close: a balancer cannot retry that)."""
+    if reason == DRAINING:
+        logger.warning("refused a stream: shutting down")
+    else:
         # One call too many slows every call in the process (bench/capacity.py).
         logger.warning(
             f"refused a stream: {rt.admitted} calls already, the limit "
             f"(BOT_MAX_CALLS) is {rt.settings.bot_max_calls}; add an instance"
         )
-        rt.metrics.calls_refused.labels(reason="full").inc()
+    rt.metrics.calls_refused.labels(reason=reason).inc()
+    if DENIAL_EXTENSION in websocket.scope.get("extensions", {}):
+        body = {"status": reason, "active_calls": rt.active_calls}
+        await websocket.send_denial_response(
+            JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
+        )
+    else:  # an ASGI server without the denial extension: the best it can do
         await websocket.close(code=status.WS_1013_TRY_AGAIN_LATER)
-        return
-    params = websocket.query_params
-    rate = parse_sample_rate(params.get("sample-rate") or params.get("sample_rate"))
-    await websocket.accept()  # at once: Exotel fails streams whose handshake takes 10 s
-    await rt.run_call(websocket, rate)
 
 
 @router.api_route("/exotel/url", methods=["GET", "POST"], response_model=StreamUrl)

@@ -8,8 +8,12 @@ freeze every other call's audio.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import os
+import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -28,7 +32,7 @@ from bot.observability.metrics import Metrics
 from bot.observability.records import watch_call
 from bot.providers import ProviderChoice, SharedResources, load_shared_resources
 from bot.server.startup import RoomConfigs, load_room_configs
-from bot.state import MemoryStore, StateStore, open_store
+from bot.state import MemoryStore, ResilientStore, StateStore, open_store
 from bot.telephony.call import CallSession, read_handshake
 
 # After the last call ends, wait this long for another before giving memory back.
@@ -37,6 +41,21 @@ RELEASE_MEMORY_AFTER_SECS = 1.0
 # asyncio.to_thread shares the loop's default pool (6 threads on 2 cores); with several calls
 # transcribing, TTS requests queued behind them for ~1 s (offline-models §7.3).
 DEFAULT_EXECUTOR_THREADS = 32
+
+# Each call's record in the shared store, ``call:{CallSid}:served``: which instance served it,
+# when it started and ended. Any instance (and an operator) can see where a call ran and whether
+# it ended cleanly; a call whose record never got an end was on an instance that died.
+CALL_RECORD_TTL_SECS = 2 * 3600  # Exotel caps a stream at 60 minutes; Passthru comes after
+INSTANCE_ID = f"{socket.gethostname()}:{os.getpid()}"  # the pod name on Kubernetes
+
+
+def served_key(call_sid: str) -> str:
+    """``call:{CallSid}:served``."""
+    return f"call:{call_sid}:served"
+
+
+# Why an instance takes no new call; /ready answers 503 with it, an upgrade gets HTTP 503.
+READY, DRAINING, FULL, STORE_DOWN = "ready", "draining", "full", "state store down"
 
 
 def _prewarm() -> None:
@@ -54,8 +73,9 @@ class Runtime:
     choice: ProviderChoice
     shared: SharedResources
     metrics: Metrics = field(default_factory=Metrics)
-    # Shared state (a call's transfer for Passthru, its context answer, the outbox): opened by
-    # ``start`` from BOT_STATE_URL; a runtime built directly (tests) gets a private memory store.
+    # Shared state (a call's transfer for Passthru, its context answer, the outbox, campaigns):
+    # opened by ``start`` from BOT_STATE_URL; a runtime built directly (tests) gets a private
+    # memory store.
     store: StateStore = field(default_factory=MemoryStore)
     # Test and benchmark hooks: a VAD analyzer factory (sample rate -> analyzer) and
     # per-call extra processors / observers.
@@ -66,8 +86,12 @@ class Runtime:
     keep_finished: int = 0  # how many ended sessions to keep for inspection (tests)
     _release: asyncio.TimerHandle | None = None
     _releasing: asyncio.Task | None = None
-    admitted: int = 0  # streams accepted and not yet ended, handshake included
+    admitted: int = 0  # call slots reserved: upgrades being accepted, handshakes, live calls
     memory_releases: int = 0  # times memory was given back after the last call ended
+    # Run by ``drain`` after the last call, before the process exits: the outbox room adds its
+    # flush here (what it cannot deliver stays queued in the shared store for other instances).
+    drain_hooks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    _store_watch: asyncio.Task | None = None
     # Every room's parsed configuration (agent, languages, phrases, analysis).
     rooms: RoomConfigs | None = None
     # The after-call work (webhooks, calls page); started by start (open_delivery), None in
@@ -89,11 +113,15 @@ class Runtime:
         await asyncio.to_thread(_prewarm)
         shared = await load_shared_resources(settings, choice)
         shared.phrases = await start_phrase_cache(settings, choice, shared)
-        store = kwargs.pop("store", None) or open_store(
-            settings.bot_state_url, settings.bot_data_dir
+        metrics = kwargs.pop("metrics", None) or Metrics()
+        store = kwargs.pop("store", None) or open_runtime_store(settings, metrics)
+        runtime = cls(
+            settings=settings, choice=choice, shared=shared, metrics=metrics, rooms=rooms, **kwargs
         )
-        runtime = cls(settings=settings, choice=choice, shared=shared, rooms=rooms, **kwargs)
         runtime.open_delivery(store)
+        if isinstance(store, ResilientStore):
+            # Probes an idle instance's Redis too, so /ready turns 503 without a call failing.
+            runtime._store_watch = loop.create_task(store.watch(), name="state-store-watch")
         freeze_startup_heap()
         collect_fully_less_often()
         logger.info(f"ready in {time.monotonic() - started:.2f} s")
@@ -129,21 +157,55 @@ class Runtime:
         if self.post_call is not None and fields.get("CallSid"):
             self.post_call.publish_status(fields)
 
-    async def stop(self) -> None:
-        """At exit: queued events stay in the store (sent after the restart), then close it."""
-        if self.post_call is not None:
-            await self.post_call.stop()
-        await self.store.close()
-
     @property
     def active_calls(self) -> int:
         return len(self.calls)
 
+    async def stop(self) -> None:
+        """Release what ``start`` opened: the after-call work (queued events stay in the store,
+        sent after the restart or by another instance), then the state store."""
+        if self.post_call is not None:
+            await self.post_call.stop()
+        if self._store_watch is not None:
+            self._store_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._store_watch
+            self._store_watch = None
+        await self.store.close()
+
     @property
     def at_capacity(self) -> bool:
-        """As many streams admitted (handshaking or live) as ``bot_max_calls`` allows."""
+        """As many call slots reserved (accepting, handshaking or live) as the limit allows."""
         limit = self.settings.bot_max_calls
         return limit > 0 and self.admitted >= limit
+
+    def readiness(self) -> str:
+        """READY, or why this instance should get no new call (what /ready reports)."""
+        if self.draining:
+            return DRAINING
+        if self.at_capacity:
+            return FULL
+        if not self.store.healthy(self.settings.state_down_grace_secs):
+            return STORE_DOWN
+        return READY
+
+    def reserve_slot(self) -> str | None:
+        """Take a call slot for an upgrade about to be accepted; None when taken, else why not.
+
+        No await between the check and the count: on the one event loop two racing upgrades
+        cannot both take the last slot. The slot is given back by ``release_slot`` (the route,
+        when the accept fails) or at the end of ``run_call``. A blind store does not refuse
+        calls (they go on without it); /ready steers new ones elsewhere instead.
+        """
+        if self.draining:
+            return DRAINING
+        if self.at_capacity:
+            return FULL
+        self.admitted += 1
+        return None
+
+    def release_slot(self) -> None:
+        self.admitted = max(0, self.admitted - 1)
 
     async def drain(self, drain_secs: float, goodbye_wait_secs: float = 15.0) -> None:
         """Stop taking calls; let live ones finish, then end the rest with the goodbye."""
@@ -159,6 +221,11 @@ class Runtime:
             )
             await self._wait_for_calls(goodbye_wait_secs)
         logger.info(f"drained; {self.active_calls} calls left")
+        for hook in self.drain_hooks:
+            try:
+                await hook()
+            except Exception:
+                logger.exception("a drain hook failed; exiting anyway")
 
     async def _wait_for_calls(self, secs: float) -> None:
         deadline = time.monotonic() + secs
@@ -166,12 +233,11 @@ class Runtime:
             await asyncio.sleep(0.1)
 
     async def run_call(self, websocket: WebSocket, sample_rate: int) -> None:
-        """Handshake, then run the call to its end. Never raises."""
-        self.admitted += 1
+        """Handshake, then run the call to its end; frees the slot ``reserve_slot`` took."""
         try:
             await self._handshake_and_run(websocket, sample_rate)
         finally:
-            self.admitted -= 1
+            self.release_slot()
 
     async def _handshake_and_run(self, websocket: WebSocket, sample_rate: int) -> None:
         info = await read_handshake(websocket, sample_rate, self.settings.handshake_timeout_secs)
@@ -207,11 +273,20 @@ class Runtime:
                 outbound.attach(session)
             await self._run_session(session, outbound)
 
+    async def _note_call(self, call_sid: str, record: dict) -> None:
+        """Write the call's record; a store that refuses it costs a log line, not the call."""
+        try:
+            await self.store.set(served_key(call_sid), json.dumps(record), CALL_RECORD_TTL_SECS)
+        except Exception as e:  # ResilientStore keeps writes; SQLite may be locked or full
+            logger.warning(f"could not record the call in the state store: {e!r}")
+
     async def _run_session(
         self, session: CallSession, outbound: OutboundCall | None = None
     ) -> None:
         key = id(session)
         observer = watch_call(session, self.settings, self.metrics)
+        record = {"instance": INSTANCE_ID, "started_at": time.time()}
+        noted = asyncio.create_task(self._note_call(session.info.call_sid, record))
         self.calls[key] = session
         self.metrics.active_calls.inc()
         if self._release is not None:
@@ -226,7 +301,7 @@ class Runtime:
             self.metrics.active_calls.dec()
             self._count_call(session)
             agent = session.agent
-            record = await observer.finish(
+            finished = await observer.finish(
                 session.end_reason,
                 session.hung_up_by,
                 agent=agent.record(session.end_reason, session.hung_up_by),
@@ -235,7 +310,10 @@ class Runtime:
             if outbound is not None:
                 await outbound.finish(time.monotonic() - session.started_at)
             if self.post_call is not None:
-                self.post_call.spawn(record)  # a task: the call's end never waits on it
+                self.post_call.spawn(finished)  # a task: the call's end never waits on it
+            await noted  # in order: the end never lands before the start
+            record.update(ended_at=time.time(), end_reason=session.end_reason)
+            await self._note_call(session.info.call_sid, record)
             if self.keep_finished:
                 self.finished_calls = [*self.finished_calls, session][-self.keep_finished :]
             if not self.calls:
@@ -264,6 +342,18 @@ class Runtime:
             m.outbound_chunks.labels(bytes=str(size)).inc()
             if not out.chunk_rule_ok(size):
                 m.chunk_violations.inc()
+
+
+def open_runtime_store(settings: Settings, metrics: Metrics) -> StateStore:
+    """The store BOT_STATE_URL names, its write retries counted in ``metrics``."""
+    store = open_store(
+        settings.bot_state_url,
+        settings.bot_data_dir,
+        on_retry=metrics.state_write_retries.inc,
+        down_grace_secs=settings.state_down_grace_secs,
+    )
+    logger.info(f"state store: {store!r}")
+    return store
 
 
 def _reason_label(reason: str | None) -> str:
