@@ -20,6 +20,7 @@ from starlette.requests import HTTPConnection
 from bot.config import Settings
 from bot.conversation.holding import start_phrase_cache
 from bot.conversation.memory import collect_fully_less_often, freeze_startup_heap, release_memory
+from bot.conversation.turn_hybrid import preload_turn_model
 from bot.observability.metrics import Metrics
 from bot.observability.records import watch_call
 from bot.providers import ProviderChoice, SharedResources, load_shared_resources
@@ -76,6 +77,8 @@ class Runtime:
         choice = rooms.providers
         logger.info(f"providers: {choice.summary()}")
         await asyncio.to_thread(_prewarm)
+        if settings.turn_model == "smart-turn":  # ~0.3 s, off the loop, before any call
+            await asyncio.to_thread(preload_turn_model)
         shared = await load_shared_resources(settings, choice)
         shared.phrases = await start_phrase_cache(settings, choice, shared)
         runtime = cls(settings=settings, choice=choice, shared=shared, rooms=rooms, **kwargs)
