@@ -175,6 +175,13 @@ class _TurnModelMixin:
         if verdict is not None and verdict.complete != (verdict.probability > self._threshold):
             verdict = replace(verdict, complete=verdict.probability > self._threshold)
         self.verdicts.append(verdict)
+        if verdict is None:
+            logger.debug("turn model: no verdict within the speech timeout")
+        else:
+            logger.debug(
+                f"turn model: {'complete' if verdict.complete else 'incomplete'} "
+                f"(p {verdict.probability:.2f}, {verdict.elapsed_ms:.0f} ms)"
+            )
         if verdict is None or self._vad_user_speaking or not self._vad_stopped:
             return
         self._verdict = verdict

@@ -270,3 +270,35 @@ async def test_the_real_model_ends_a_sentence_at_once_and_waits_for_a_first_half
         await h.words(words)
         assert await h.ended_within(0.8) is at_once, strategy.verdicts
         await strategy.cleanup()
+
+
+async def test_a_call_with_the_model_on_asks_it_at_each_vad_stop():
+    """Wired end to end: the real server, TURN_MODEL=smart-turn, the real shared session; the
+    caller's audio reaches the stop strategy and each VAD stop gets a verdict (a tone's
+    verdict means nothing; that one comes is the point)."""
+    from bot.simulator import CallConfig, ExotelSimulator, Hangup, Say, WaitForBot
+    from bot.testing import FakeCartesia, FakeDeepgram, FakeOpenAI, FakeProviders
+    from tests.callkit import captured_logs
+    from tests.helpers import bot_on_fakes, tone
+
+    fakes = FakeProviders(
+        deepgram=FakeDeepgram(finalize_latency=0.05),
+        openai=FakeOpenAI(first_token_latency=0.05),
+        cartesia=FakeCartesia(first_audio_latency=0.05, seconds_per_word=0.1),
+    )
+    fakes.deepgram.add_transcripts("what are your opening hours")
+    fakes.openai.add_replies("Nine to six.")
+    async with (
+        fakes,
+        bot_on_fakes(fakes, bot_greeting="Hi.", turn_model="smart-turn") as (
+            url,
+            _runtime,
+        ),
+    ):
+        with captured_logs("DEBUG") as lines:
+            sim = ExotelSimulator(CallConfig(url=url, wait_timeout=15))
+            rec = await sim.run([WaitForBot(gap=0.2), Say(tone(0.8)), WaitForBot(), Hangup()])
+    verdicts = [line.message for line in lines if line.message.startswith("turn model:")]
+    assert rec.turns[0].latency_secs is not None
+    assert verdicts and all("complete" in v or "no verdict" in v for v in verdicts), verdicts
+    assert any("(p " in v for v in verdicts), verdicts  # the model answered, in time
