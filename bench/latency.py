@@ -261,6 +261,13 @@ class Result:
                 ]
             ),
             "tts_first_chunk_to_heard": dist(self.values("say", "chunk_to_heard")),
+            "vad_stop_to_tts_request": dist(
+                [
+                    r.tts_request - r.vad_stop
+                    for r in plain
+                    if r.tts_request is not None and r.vad_stop is not None
+                ]
+            ),
             "answers_found_by_content": f"{sum(r.answer_by_content for r in plain)}/{len(plain)}",
             "paused_turns": len(paused),
             "paused_ended_early": sum(1 for r in paused if r.early_requests),
@@ -632,6 +639,8 @@ def turn_end_goals(results: list[Result]) -> list[dict[str, Any]]:
                 "cut": f"{s['paused_cut']}/{s['paused_turns']}",
                 "cut_met": s["paused_cut"] == 0,
                 "cut_by_pause": s["cut_by_pause"],
+                "eos_to_vad_stop_p50": s["eos_to_vad_stop"]["p50"],
+                "vad_stop_to_tts_request_p50": s["vad_stop_to_tts_request"]["p50"],
                 "eos_to_tts_request_p50": s["eos_to_tts_request"]["p50"],
                 "tts_request_to_first_chunk_p50": s["tts_request_to_first_chunk"]["p50"],
                 "tts_first_chunk_to_heard_p50": s["tts_first_chunk_to_heard"]["p50"],
@@ -647,14 +656,16 @@ def print_turn_end(results: list[Result]) -> None:
     rows = [
         [
             g["bot"], f"{g['llm']:.1f}", ms(g["p50"]), yes[g["p50_met"]], ms(g["p95"]),
-            yes[g["p95_met"]], g["cut"], yes[g["cut_met"]], ms(g["eos_to_tts_request_p50"]),
+            yes[g["p95_met"]], g["cut"], yes[g["cut_met"]], ms(g["eos_to_vad_stop_p50"]),
+            ms(g["vad_stop_to_tts_request_p50"]), ms(g["eos_to_tts_request_p50"]),
             ms(g["tts_request_to_first_chunk_p50"]), ms(g["tts_first_chunk_to_heard_p50"]),
         ]
         for g in turn_end_goals(results)
     ]  # fmt: skip
     print_table(
         "turn end (issue 25; ms; cut = bot audio heard before the paused sentence ended)",
-        ["bot", "llm s", "p50", "<=750", "p95", "<=1000", "pauses cut", "0", "eos>tts req",
+        ["bot", "llm s", "p50", "<=750", "p95", "<=1000", "pauses cut", "0", "eos>vad stop",
+         "stop>tts req", "eos>tts req",
          "req>1st chunk", "chunk>heard"],
         rows,
     )  # fmt: skip
@@ -662,7 +673,9 @@ def print_turn_end(results: list[Result]) -> None:
         cuts = ", ".join(f"{label} {n}" for label, n in g["cut_by_pause"].items())
         print(f"  {g['bot']:<16} llm {g['llm']:.1f} s cut: {cuts or '-'}")
     print(
-        "  tts req = the fake TTS got the answer's text; 1st chunk = it sent the first audio;"
+        "  tts req = the fake TTS got the answer's text (the turn has ended and the answer is"
+        "\n  released); stop>tts req = the turn wait or STT + LLM, whichever is longer;"
+        "\n  1st chunk = the fake TTS sent the first audio;"
         "\n  chunk>heard = the bot's own output path (resample, 3200 B chunks, pacing, socket)"
     )
 
