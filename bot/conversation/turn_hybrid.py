@@ -111,7 +111,8 @@ class _TurnModelMixin:
         self._vad_start_secs = 0.2  # the VAD's start window, from its frames
         self._verdict: TurnVerdict | None = None
         self._verdict_task: asyncio.Task | None = None
-        self.verdicts: list[TurnVerdict | None] = []  # each VAD stop's answer (tests, bench)
+        # The last VAD stops' answers, newest last (tests, debugging); bounded for long calls.
+        self.verdicts: deque[TurnVerdict | None] = deque(maxlen=32)
 
     # -- the caller's audio -----------------------------------------------------------------
 

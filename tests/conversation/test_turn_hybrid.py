@@ -166,7 +166,7 @@ async def test_a_failing_model_falls_back_to_the_speech_timeout():
     await h.say(FINISHED)
     assert not await h.ended_within(SPEECH / 2)
     assert await h.ended_within(SPEECH)
-    assert h.strategy.verdicts == [None]
+    assert list(h.strategy.verdicts) == [None]
 
 
 async def test_the_verdict_waits_for_the_words():
@@ -185,7 +185,7 @@ async def test_the_caller_speaking_again_drops_the_request():
     await h.strategy.process_frame(VADUserStartedSpeakingFrame(start_secs=0.2))
     assert not await h.ended_within(SPEECH + 0.1)
     assert model.cancelled == 1
-    assert h.strategy.verdicts == []
+    assert list(h.strategy.verdicts) == []
 
 
 async def test_the_model_hears_the_turn_from_just_before_its_start_up_to_8_5_s():
