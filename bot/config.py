@@ -166,6 +166,10 @@ class Settings(BaseSettings):
 
     # Turn end: the smart-turn model's verdict with the transcript rule (bot.conversation).
     turn_model: Literal["smart-turn", "off"] = "off"
+    # With the model on: the probability above which "complete" answers at once, and what an
+    # "incomplete" verdict waits (bot.conversation.turn_hybrid; measured defaults in README).
+    turn_model_threshold: float = Field(0.9, gt=0, lt=1)
+    turn_model_incomplete: Literal["speech-timeout", "unfinished-timeout"] = "speech-timeout"
 
     # Tables a room reads itself, as the file gives them (see room_tables).
     _room_tables: dict[str, Any] = PrivateAttr(default_factory=dict)

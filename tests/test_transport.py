@@ -286,3 +286,21 @@ async def test_a_hang_up_during_our_close_is_not_an_error():
     errors = [line.message for line in lines if line.level == "ERROR"]
     assert errors == ["closing the call's socket failed: RuntimeError: boom"]
     assert any(line.level == "DEBUG" and "ClientDisconnected" in line.message for line in lines)
+
+
+async def test_the_first_chunk_leaves_as_soon_as_3200_bytes_exist():
+    """The answer's first 3200 B go out while the TTS is still speaking: not held for a
+    bigger buffer, the rest of the sentence or a pacing tick (issue 25, "the other 100 ms")."""
+    seen: list[list[int]] = []
+
+    def script(r: int):
+        frames = utterance(1.0, r, piece=1234)
+        # 1234 + 1234 + 1234 = 3702 B: one whole chunk and 502 B held; then the TTS pauses.
+        head, tail = frames[:4], frames[4:]
+        return [*head, 0.3, lambda out: seen.append(list(out.sent_chunks)), *tail]
+
+    rec, output, _ = await call_bot(script, 8000)
+    # Out before the rest of the utterance was even written; the only other chunk by then
+    # is the held 502 B, padded just before Exotel would have run dry.
+    assert seen[0][0] == 3200 and len(seen[0]) == 1 + output.dry_flushes
+    assert rec.violations == [] and set(rec.media_sizes) == {3200}

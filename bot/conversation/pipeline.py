@@ -34,6 +34,7 @@ from pipecat.turns.user_turn_strategies import UserTurnStrategies
 from bot.agent import CancelSafeAssistantAggregator, ToolRegistration, register_tools
 from bot.agent.session import CallAgent
 from bot.config import Settings
+from bot.conversation.turn_hybrid import with_turn_model
 from bot.conversation.turns import (
     PatientSpeechTimeoutStopStrategy,
     SpeculativeSpeechTimeoutStopStrategy,
@@ -203,7 +204,7 @@ def build_call_pipeline(
             vad_analyzer=vad,
             # Armed when the bot stops speaking; the call controller prompts, then hangs up.
             user_idle_timeout=s.idle_prompt_secs,
-            user_turn_strategies=user_turn_strategies(s),
+            user_turn_strategies=with_turn_model(user_turn_strategies(s), s),
         ),
     )
     # The pair builds its own user aggregator and wires the assistant half to it; changing

@@ -25,6 +25,7 @@ from bot.agent.transfer import transfer_for
 from bot.config import Settings
 from bot.conversation.holding import start_phrase_cache
 from bot.conversation.memory import collect_fully_less_often, freeze_startup_heap, release_memory
+from bot.conversation.turn_hybrid import preload_turn_model
 from bot.delivery.from_record import CallContext
 from bot.delivery.service import PostCall
 from bot.dialer.outbound import OutboundCall, outbound_call_for
@@ -111,6 +112,8 @@ class Runtime:
         choice = rooms.providers
         logger.info(f"providers: {choice.summary()}")
         await asyncio.to_thread(_prewarm)
+        if settings.turn_model == "smart-turn":  # ~0.3 s, off the loop, before any call
+            await asyncio.to_thread(preload_turn_model)
         shared = await load_shared_resources(settings, choice)
         shared.phrases = await start_phrase_cache(settings, choice, shared)
         metrics = kwargs.pop("metrics", None) or Metrics()

@@ -186,3 +186,23 @@ async def test_the_real_model_tells_a_sentence_from_its_first_half():
     half = await runner.verdict(at_vad_stop(head, "clean", 0), RATE)
     assert whole.complete and whole.probability > 0.6
     assert not half.complete and half.probability < 0.3
+
+
+def test_numpy_blas_is_left_with_one_thread_when_the_model_loads():
+    """OpenBLAS's idle workers spin ~0.1 s after each of the features' matrix products: ten
+    times a verdict's own CPU. The session's load sets numpy's BLAS to one thread."""
+    import ctypes
+    import re
+
+    from bot.conversation.smart_turn import single_threaded_blas
+
+    assert single_threaded_blas()
+    with open("/proc/self/maps") as maps:
+        path = re.findall(r"(/\S*openblas\S*\.so\S*)", maps.read())[0]
+    lib = ctypes.CDLL(path)
+    getter = next(
+        getattr(lib, n)
+        for n in ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads")
+        if hasattr(lib, n)
+    )
+    assert getter() == 1
