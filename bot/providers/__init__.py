@@ -9,20 +9,16 @@ Must not touch: the call (telephony), the pipeline's assembly or turn taking (co
 routes (server). It imports only ``bot.config``, ``bot.observability`` and ``bot.languages``.
 """
 
-from bot.providers.registry import (
+from bot.providers.base import (
     DEFAULTS,
     REGISTRY,
     Provider,
-    ProviderChoice,
     ProviderContext,
     SharedResources,
-    choose_providers,
-    deepgram_service_class,
-    load_shared_resources,
-    openai_service_class,
     secret_value,
-    stock_name,
 )
+from bot.providers.cloud import deepgram_service_class, openai_service_class, stock_name
+from bot.providers.registry import ProviderChoice, choose_providers, load_shared_resources
 
 __all__ = [
     "DEFAULTS",

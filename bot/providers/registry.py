@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from loguru import logger
 from pipecat.processors.frame_processor import FrameProcessor
 
+import bot.providers.cloud  # noqa: F401  (importing it registers Deepgram, OpenAI, Cartesia)
 from bot.config import ConfigError, Settings
 from bot.providers.base import (
     DEFAULTS,
@@ -35,26 +36,7 @@ from bot.providers.base import (
     SharedResources,
     names,
     register,
-    secret_value,
 )
-
-# Importing the cloud module registers Deepgram, OpenAI and Cartesia.
-from bot.providers.cloud import deepgram_service_class, openai_service_class, stock_name
-
-__all__ = [
-    "DEFAULTS",
-    "secret_value",
-    "REGISTRY",
-    "Provider",
-    "ProviderChoice",
-    "ProviderContext",
-    "SharedResources",
-    "choose_providers",
-    "deepgram_service_class",
-    "load_shared_resources",
-    "openai_service_class",
-    "stock_name",
-]
 
 
 @register(
