@@ -175,13 +175,16 @@ def build_call_pipeline(
     extra_processors: list[FrameProcessor] | None = None,
     observers: list[BaseObserver] | None = None,
     vad_analyzer=None,
+    around_user: tuple[list[FrameProcessor], list[FrameProcessor]] = ([], []),
 ) -> CallPipeline:
     """Assemble one call's pipeline.
 
     ``extra_processors`` go between the TTS and the output (e.g. the holding-phrase
     processor), so what they push is bot audio like any other. ``vad_analyzer`` lets tests
     use a deterministic VAD; the default is Silero from Pipecat's bundled ONNX model, on one
-    session shared by every call (bot/vad.py).
+    session shared by every call (bot/vad.py). ``around_user``: processors just before and
+    just after the user aggregator (an ``auto`` call's language tap and switcher,
+    bot.conversation.language); a call in a fixed language has none.
     """
     s = ctx.settings
     stt = choice.stt.factory(ctx)
@@ -202,7 +205,9 @@ def build_call_pipeline(
             vad_analyzer=vad,
             # Armed when the bot stops speaking; the call controller prompts, then hangs up.
             user_idle_timeout=s.idle_prompt_secs,
-            user_turn_strategies=user_turn_strategies(s),
+            user_turn_strategies=user_turn_strategies(
+                s, ctx.language, speculative=s.turn_speculative and not ctx.auto
+            ),
         ),
     )
     # The pair builds its own user aggregator and wires the assistant half to it; changing
@@ -216,7 +221,9 @@ def build_call_pipeline(
     processors = [
         transport.input(),
         stt,  # before the aggregator: it consumes transcripts (offline-models §7.4)
+        *around_user[0],
         aggregators.user(),
+        *around_user[1],
         llm,
         tts,
         *(extra_processors or []),
@@ -228,8 +235,18 @@ def build_call_pipeline(
     return CallPipeline(worker, context, aggregators, stt, llm, tts)
 
 
-def user_turn_strategies(s: Settings) -> UserTurnStrategies:
-    """When a caller's turn starts (VAD or a transcript) and ends (a speech timeout)."""
+def user_turn_strategies(
+    s: Settings, language: str | None = None, *, speculative: bool | None = None
+) -> UserTurnStrategies:
+    """When a caller's turn starts (VAD or a transcript) and ends (a speech timeout).
+
+    ``language``: the call's (a full tag), whose words tell an unfinished sentence; None:
+    today's ``BOT_LANGUAGE``. The LLM is asked early (speculation) only for a call in a
+    fixed language: an ``auto`` call decides its language when the turn is committed, so
+    the reply to a switching turn is asked for in the new language.
+    """
+    language = language or ("en-IN" if s.bot_language.lower().startswith("en") else "")
+    speculative = s.turn_speculative if speculative is None else speculative
     # Model-free turn end: smart-turn often waits its 3 s fallback on phone audio
     # (offline-models §7.4); a short speech timeout answers in ~0.5 s.
     return UserTurnStrategies(
@@ -237,16 +254,13 @@ def user_turn_strategies(s: Settings) -> UserTurnStrategies:
         stop=[
             (
                 SpeculativeSpeechTimeoutStopStrategy
-                if s.turn_speculative
+                if speculative
                 else PatientSpeechTimeoutStopStrategy
             )(
                 user_speech_timeout=s.turn_speech_timeout_secs,
-                # The words are read for English only (bot.conversation.turns).
-                unfinished_timeout=(
-                    s.turn_unfinished_timeout_secs
-                    if s.bot_language.lower().startswith("en")
-                    else 0.0
-                ),
+                # Read per language (bot.languages.turns); off where a language has no list.
+                unfinished_timeout=s.turn_unfinished_timeout_secs,
+                language=language,
             )
         ],
     )

@@ -25,7 +25,11 @@ class SharedResources:
 
     offline_models: Any = None  # bot.providers.offline.OfflineModels
     knowledge: Any = None  # bot.providers.scripted.Knowledge
+    knowledge_by_language: dict[str, Any] = field(default_factory=dict)  # "hi-IN" -> Knowledge
     phrases: Any = None  # bot.conversation.holding.PhraseCache: holding phrases, greeting, goodbye
+    phrase_caches: dict[str, Any] = field(default_factory=dict)  # the other languages' caches
+    language_policy: Any = None  # bot.languages.LanguagePolicy (runtime.rooms.languages)
+    phrase_book: Any = None  # bot.languages.PhraseBook (runtime.rooms.phrases)
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,12 @@ class ProviderContext:
     out_rate: int  # the call's rate (TTS is asked for this)
     shared: SharedResources = field(default_factory=SharedResources)
     end_call: EndCall | None = None  # ends the call once the goodbye has been heard
+    # The call's language (a full tag, bot.languages); None: the configured default, as
+    # before languages were per call. ``auto``: the caller's words may change it, among
+    # ``allowed`` (Deepgram then listens with ``multi``).
+    language: str | None = None
+    auto: bool = False
+    allowed: tuple[str, ...] = ()
 
 
 Factory = Callable[[ProviderContext], FrameProcessor]

@@ -82,7 +82,12 @@ def _piper(ctx: ProviderContext) -> FrameProcessor:
 def _scripted(ctx: ProviderContext) -> FrameProcessor:
     from bot.providers.scripted import ScriptedResponder
 
-    return ScriptedResponder(ctx.shared.knowledge, on_end_call=ctx.end_call)
+    by_language = ctx.shared.knowledge_by_language
+    knowledge = by_language.get(ctx.language or "", ctx.shared.knowledge)
+    if ctx.language and ctx.language != "en-IN" and ctx.language not in by_language:
+        logger.warning(f"no {ctx.language} knowledge file: answering from the English one")
+    by_language = {"en-IN": ctx.shared.knowledge, **by_language}
+    return ScriptedResponder(knowledge, on_end_call=ctx.end_call, by_language=by_language)
 
 
 # -- choosing ---------------------------------------------------------------------------------
@@ -159,8 +164,11 @@ async def load_shared_resources(settings: Settings, choice: ProviderChoice) -> S
 
         shared.offline_models = await load_offline_models()
     if choice.llm.name == "scripted":
-        from bot.providers.scripted import load_knowledge
+        from bot.providers.scripted import load_knowledge, load_language_knowledge
 
         shared.knowledge = await asyncio.to_thread(load_knowledge, settings.bot_knowledge_file)
+        shared.knowledge_by_language = await asyncio.to_thread(
+            load_language_knowledge, settings.bot_knowledge_file
+        )
     logger.info(f"providers ready: {choice.summary()}")
     return shared

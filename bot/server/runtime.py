@@ -19,6 +19,7 @@ from starlette.requests import HTTPConnection
 
 from bot.config import Settings
 from bot.conversation.holding import start_phrase_cache
+from bot.conversation.language import prepare_languages
 from bot.conversation.memory import collect_fully_less_often, freeze_startup_heap, release_memory
 from bot.observability.metrics import Metrics
 from bot.observability.records import watch_call
@@ -66,6 +67,9 @@ class Runtime:
     def __post_init__(self) -> None:
         if self.rooms is None:  # tests build a Runtime from settings alone
             self.rooms = load_room_configs(self.settings)
+        if self.shared.language_policy is None:
+            self.shared.language_policy = self.rooms.languages
+            self.shared.phrase_book = self.rooms.phrases
 
     @classmethod
     async def start(cls, settings: Settings, **kwargs) -> Runtime:
@@ -78,6 +82,7 @@ class Runtime:
         await asyncio.to_thread(_prewarm)
         shared = await load_shared_resources(settings, choice)
         shared.phrases = await start_phrase_cache(settings, choice, shared)
+        await prepare_languages(settings, choice, shared, rooms)
         runtime = cls(settings=settings, choice=choice, shared=shared, rooms=rooms, **kwargs)
         freeze_startup_heap()
         collect_fully_less_often()

@@ -21,6 +21,7 @@ from pipecat.workers.runner import WorkerRunner
 from bot.config import Settings
 from bot.conversation.faults import FaultWatchdog
 from bot.conversation.holding import HoldingPhraseProcessor, holding_processor_for_call
+from bot.conversation.language import holding_cache_for, language_for_call
 from bot.conversation.pipeline import CallPipeline, build_call_pipeline, pipeline_input_rate
 from bot.providers import ProviderChoice, ProviderContext, SharedResources
 from bot.telephony.transport import ExotelTransport, exotel_params
@@ -135,16 +136,26 @@ class CallSession:
         self.transport = ExotelTransport(
             websocket, self.serializer, exotel_params(info.sample_rate)
         )
+        # The call's language (bot.conversation.language): providers, phrases, switches.
+        self.languages = language_for_call(info, websocket, settings, shared)
+        self.language = self.languages.state  # .phrases: greeting, goodbye... in its language
         ctx = ProviderContext(
             settings=settings,
             in_rate=info.in_rate,
             out_rate=info.sample_rate,
             shared=shared,
             end_call=self.end_call,
+            **self.languages.provider_fields,
         )
-        self.holding = holding_processor_for_call(settings, shared.phrases)
+        self.holding = holding_processor_for_call(
+            settings,
+            holding_cache_for(shared, self.language.language),
+            self.language.phrases.holding,
+        )
         # Last before the output: it must see holding phrases to tell them from answers.
         self.faults = make_fault_watchdog(settings, self.end_call, self.holding)
+        if self.faults:
+            self.faults.apology = self.language.phrases.apology
         extra = [
             *(extra_processors or []),
             *([self.holding] if self.holding else []),
@@ -157,7 +168,9 @@ class CallSession:
             extra_processors=extra,
             observers=observers,
             vad_analyzer=vad_analyzer,
+            around_user=self.languages.around_user,
         )
+        self.languages.bind(self.pipeline, self.holding, shared)
         if self.faults:
             self.faults.watch(self.worker)
         self._wire_events()
@@ -169,7 +182,7 @@ class CallSession:
     def _wire_events(self) -> None:
         @self.transport.event_handler("on_client_connected")
         async def _greet(_transport, _ws) -> None:
-            await self._speak(self.settings.bot_greeting)
+            await self._speak(self.language.phrases.greeting)
 
         user = self.pipeline.aggregators.user()
 
@@ -180,11 +193,11 @@ class CallSession:
             self._idle_prompts += 1
             if self._idle_prompts == 1:
                 logger.info(f"caller silent for {self.settings.idle_prompt_secs:.0f} s; prompting")
-                await self._speak(self.settings.idle_prompt)
+                await self._speak(self.language.phrases.idle_prompt)
                 timeout = self.settings.idle_hangup_secs
                 await self.worker.queue_frame(UserIdleTimeoutUpdateFrame(timeout=timeout))
             else:
-                await self.end_call("caller silent", goodbye=self.settings.goodbye)
+                await self.end_call("caller silent", goodbye=self.language.phrases.goodbye)
 
         @user.event_handler("on_user_turn_started")
         async def _caller_spoke(_aggregator, _strategy) -> None:
@@ -223,7 +236,7 @@ class CallSession:
 
     def _cap_reached(self) -> None:
         logger.info(f"call reached the {self.settings.max_call_secs:.0f} s cap; saying goodbye")
-        self._begin_ending("call length cap", self.settings.goodbye)
+        self._begin_ending("call length cap", self.language.phrases.goodbye)
 
     def _mark_end(self, reason: str, by: str) -> None:
         if self.end_reason is None:
@@ -259,7 +272,7 @@ class CallSession:
         heard = await self._wait_until_heard(asked_at)
         if not heard and not goodbye:
             # The bot was asked to end without a goodbye and said nothing: say ours.
-            await self._speak(self.settings.goodbye)
+            await self._speak(self.language.phrases.goodbye)
             heard = await self._wait_until_heard(time.monotonic())
         if not heard:
             logger.warning("goodbye not confirmed by Exotel in time; closing anyway")
