@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
@@ -86,7 +87,7 @@ async def test_an_english_call_is_as_before(fakes):
     assert session.languages.switcher is None  # no per-turn work on a fixed-language call
 
 
-async def test_auto_switches_after_two_hindi_turns_and_not_before(fakes, monkeypatch):
+async def test_auto_switches_after_two_hindi_turns_and_not_before(fakes, monkeypatch, tmp_path):
     monkeypatch.setenv("CARTESIA_VOICE_ID_HI_IN", HINDI_VOICE)
     monkeypatch.setenv("AGENT_LANGUAGES", "en-IN,hi-IN")
     turns = [
@@ -100,7 +101,7 @@ async def test_auto_switches_after_two_hindi_turns_and_not_before(fakes, monkeyp
     script = [WaitForBot(gap=0.3)]
     for i in range(len(turns)):
         script += [Say(tone(0.8), label=f"t{i}"), WaitForBot(gap=0.3)]
-    async with bot_on_fakes(fakes) as (url, runtime):
+    async with bot_on_fakes(fakes, call_records_dir=tmp_path) as (url, runtime):
         config = CallConfig(url=url, wait_timeout=10, custom_parameters={"lang": "auto"})
         await ExotelSimulator(config).run([*script, Hangup()])
         await asyncio.sleep(0.2)
@@ -119,6 +120,10 @@ async def test_auto_switches_after_two_hindi_turns_and_not_before(fakes, monkeyp
     assert spoken[0]["language"] == "en"
     # Deepgram multi hears both: the socket is kept, not reconnected, on the switch.
     assert len(fakes.deepgram.connections) == 1
+    (path,) = tmp_path.rglob("*.json")
+    record = json.loads(path.read_text(encoding="utf-8"))
+    assert [t["language"] for t in record["turns"]] == ["en-IN", "hi-IN", "hi-IN", "hi-IN"]
+    assert record["languages"] == ["en-IN", "hi-IN", "hi-IN", "hi-IN"]
 
 
 def test_holding_processor_switches_cache_and_texts():

@@ -103,6 +103,8 @@ class CallObserver(BaseObserver):
         self.t0 = clock() if started_at is None else started_at
         self.started_wall = datetime.now(UTC) - timedelta(seconds=clock() - self.t0)
         self.turns: list[TurnRecord] = []
+        # A turn's heard text -> its language (the call's language state); None: not recorded.
+        self.turn_language: Callable[[str], str | None] | None = None
         self.events: list[dict[str, Any]] = []
         self.bot_speech: list[list[float | None]] = []
         self.bot_chunks: list[tuple[float, int]] = []  # (arrival estimate, bytes)
@@ -469,6 +471,9 @@ class CallObserver(BaseObserver):
     def build_record(self, end_reason: str | None, hung_up_by: str | None) -> dict[str, Any]:
         """The call's record as JSON-ready data, secrets redacted."""
         self._settle(final=True)
+        if self.turn_language is not None:
+            for turn in self.turns:
+                turn.language = self.turn_language(" ".join(turn.heard))
         duration = self.now()
         for span in self.bot_speech:
             span[1] = duration if span[1] is None else span[1]
@@ -486,6 +491,8 @@ class CallObserver(BaseObserver):
             "end_reason": end_reason,
             "hung_up_by": hung_up_by,
             "turns": [turn.to_json() for turn in self.turns],
+            # The language of every turn, for the post-call payload's data.languages.
+            "languages": [turn.language for turn in self.turns if turn.language],
             "events": sorted(self.events, key=lambda e: e["t"]),
             "bot_speech": [[round_ms(a), round_ms(b)] for a, b in self.bot_speech],
             "bot_audio_chunks": [[round_ms(t), n] for t, n in self.bot_chunks],
@@ -570,4 +577,6 @@ def watch_call(session: Any, settings: Settings, metrics: Metrics | None) -> Cal
     holding = getattr(session, "holding", None)
     if holding is not None:
         observer.attach_holding(holding)
+    language = getattr(session, "language", None)  # bot.conversation.language state
+    observer.turn_language = getattr(language, "language_of_turn", None)
     return observer
