@@ -174,8 +174,11 @@ def _stt_hint(frame: TranscriptionFrame) -> tuple[str | None, float | None]:
     language = getattr(frame.language, "value", frame.language)
     result = frame.result
     probability = None
-    if isinstance(result, Mapping):
+    if isinstance(result, Mapping):  # Sarvam: the message, with the probability in data
+        data = result.get("data")
         probability = result.get("language_probability")
+        if probability is None and isinstance(data, Mapping):
+            probability = data.get("language_probability")
     else:
         probability = getattr(result, "language_probability", None)
     return (str(language) if language else None), probability

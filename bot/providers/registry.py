@@ -25,6 +25,9 @@ from loguru import logger
 from pipecat.processors.frame_processor import FrameProcessor
 
 from bot.config import ConfigError, Settings
+
+# Importing the cloud module registers Deepgram, OpenAI and Cartesia; the sarvam module Sarvam.
+from bot.providers import sarvam as _sarvam  # noqa: F401
 from bot.providers.base import (
     DEFAULTS,
     OFFLINE_EXTRA_HINT,
@@ -37,8 +40,6 @@ from bot.providers.base import (
     register,
     secret_value,
 )
-
-# Importing the cloud module registers Deepgram, OpenAI and Cartesia.
 from bot.providers.cloud import deepgram_service_class, openai_service_class, stock_name
 
 __all__ = [
