@@ -56,6 +56,13 @@ def _report(args: argparse.Namespace) -> int:
     return run_report(args.record, args.png)
 
 
+def _voices(args: argparse.Namespace) -> int:
+    from bot.cli.voices import voices_main
+
+    setup_logging("WARNING")
+    return voices_main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -89,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("record", type=Path, help="CALL_RECORDS_DIR/<date>/<call_sid>.json")
     report.add_argument("--png", type=Path, help="timeline picture (default: next to the record)")
     report.set_defaults(run=_report)
+
+    from bot.cli.voices import add_parser as add_voices
+
+    add_voices(sub, _voices)
     return parser
 
 
