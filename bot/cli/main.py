@@ -40,7 +40,7 @@ def _demo(args: argparse.Namespace) -> int:
     from bot.cli.demo import demo_main
 
     setup_logging("WARNING")
-    return demo_main(args.out, args.sample_rate)
+    return demo_main(args.out, args.sample_rate, args.lang)
 
 
 def _call(args: argparse.Namespace) -> int:
@@ -81,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="start the bot and place a simulated call; report")
     demo.add_argument("--out", default="demo-out", help="folder for the WAV, PNG and logs")
     demo.add_argument("--sample-rate", type=int, default=8000, choices=(8000, 16000, 24000))
+    demo.add_argument("--lang", default="en-IN", help="the call's language: en-IN or hi-IN")
     demo.set_defaults(run=_demo)
 
     call = sub.add_parser("call", help="place a simulated Exotel call against a running bot")

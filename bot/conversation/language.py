@@ -338,6 +338,12 @@ async def prepare_languages(settings: Settings, choice: Any, shared: Any, rooms:
     from bot.conversation.holding import start_language_caches
 
     shared.language_policy, shared.phrase_book = rooms.languages, rooms.phrases
+    if choice.stt.name == "whisper" and "hi-IN" in rooms.languages.languages:
+        import asyncio
+
+        from bot.providers.offline_hindi import get_hindi_models
+
+        shared.hindi_models = await asyncio.to_thread(get_hindi_models)
     others = {
         language: rooms.phrases.for_language(language)
         for language in rooms.languages.languages

@@ -24,6 +24,7 @@ class SharedResources:
     """Process-wide objects the offline providers need (loaded once, shared by calls)."""
 
     offline_models: Any = None  # bot.providers.offline.OfflineModels
+    hindi_models: Any = None  # bot.providers.offline_hindi.HindiModels (offline Hindi calls)
     knowledge: Any = None  # bot.providers.scripted.Knowledge
     knowledge_by_language: dict[str, Any] = field(default_factory=dict)  # "hi-IN" -> Knowledge
     phrases: Any = None  # bot.conversation.holding.PhraseCache: holding phrases, greeting, goodbye

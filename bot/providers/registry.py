@@ -67,7 +67,18 @@ __all__ = [
 def _whisper(ctx: ProviderContext) -> FrameProcessor:
     from bot.providers.offline import make_whisper_stt
 
+    if _offline_hindi(ctx):  # Hindi, or auto between Hindi and English: the multilingual base
+        from bot.providers.offline_hindi import make_hindi_stt
+
+        allowed = tuple(tag.split("-")[0] for tag in ctx.allowed) or ("en", "hi")
+        return make_hindi_stt(
+            ctx.shared.hindi_models, auto=ctx.auto, allowed=allowed, sample_rate=ctx.in_rate
+        )
     return make_whisper_stt(ctx.shared.offline_models, sample_rate=ctx.in_rate)
+
+
+def _offline_hindi(ctx: ProviderContext) -> bool:
+    return ctx.language == "hi-IN" or (ctx.auto and "hi-IN" in ctx.allowed)
 
 
 @register(
@@ -76,6 +87,13 @@ def _whisper(ctx: ProviderContext) -> FrameProcessor:
 def _piper(ctx: ProviderContext) -> FrameProcessor:
     from bot.providers.offline import make_piper_tts
 
+    if _offline_hindi(ctx):  # espeak-ng's Hindi (and Piper's English on an auto call)
+        from bot.providers.offline_hindi import EspeakHindiTTS
+
+        english = ctx.shared.offline_models if ctx.auto else None
+        return EspeakHindiTTS(
+            english=english, language=ctx.language or "hi-IN", sample_rate=ctx.out_rate
+        )
     return make_piper_tts(ctx.shared.offline_models, sample_rate=ctx.out_rate)
 
 
