@@ -217,6 +217,7 @@ class SwitchTargets:
     holding: Any = None
     turn_strategies: list[Any] = field(default_factory=list)
     holding_cache_for: Callable[[str], Any] | None = None
+    faults: Any = None  # the fault watchdog: its apology is the language's
 
 
 class LanguageSwitcher(FrameProcessor):
@@ -268,6 +269,8 @@ class LanguageSwitcher(FrameProcessor):
         for strategy in t.turn_strategies:
             if hasattr(strategy, "language"):
                 strategy.language = language
+        if t.faults is not None:
+            t.faults.apology = self.state.phrases.apology
 
 
 def holding_cache_for(shared: Any, language: str) -> Any:
@@ -297,7 +300,7 @@ class CallLanguageWiring:
             return [], []
         return [self.tap], [self.switcher]
 
-    def bind(self, pipeline: Any, holding: Any, shared: Any) -> None:
+    def bind(self, pipeline: Any, holding: Any, shared: Any, faults: Any = None) -> None:
         """Numbers before the TTS; an ``auto`` call's switch targets."""
         add_number_reading(pipeline.tts, self.state)
         if self.switcher is None:
@@ -310,6 +313,7 @@ class CallLanguageWiring:
             holding=holding,
             turn_strategies=list(getattr(strategies, "stop", None) or []),
             holding_cache_for=lambda language: holding_cache_for(shared, language),
+            faults=faults,
         )
 
 

@@ -170,7 +170,7 @@ class CallSession:
             vad_analyzer=vad_analyzer,
             around_user=self.languages.around_user,
         )
-        self.languages.bind(self.pipeline, self.holding, shared)
+        self.languages.bind(self.pipeline, self.holding, shared, self.faults)
         if self.faults:
             self.faults.watch(self.worker)
         self._wire_events()

@@ -118,6 +118,7 @@ async def test_auto_switches_after_two_hindi_turns_and_not_before(fakes, monkeyp
     spoken = _generations(fakes)
     assert spoken[-1]["language"] == "hi" and spoken[-1]["voice"]["id"] == HINDI_VOICE
     assert spoken[0]["language"] == "en"
+    assert session.faults is not None and session.faults.apology == HINDI.apology
     # Deepgram multi hears both: the socket is kept, not reconnected, on the switch.
     assert len(fakes.deepgram.connections) == 1
     (path,) = tmp_path.rglob("*.json")
