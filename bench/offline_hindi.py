@@ -4,7 +4,7 @@
 
 Caller audio: each question spoken by espeak-ng's Hindi voice (and English ones by Piper),
 taken down to 8 kHz as a phone line carries it. Measured with the multilingual Whisper base,
-greedy decoding, 2 CPU threads:
+greedy decoding without temperature fallback (as the bot decodes Hindi), 2 CPU threads:
 
 * language ID: Whisper's guess restricted to {hi, en} at p >= 0.7 (bot.languages.policy), on
   utterances of 3 s or more (shorter ones are left to the words);
@@ -19,7 +19,12 @@ import time
 import numpy as np
 
 from bot.providers.offline import _resample_once, get_offline_models, synthesize
-from bot.providers.offline_hindi import espeak_pcm, get_hindi_models, restricted_language
+from bot.providers.offline_hindi import (
+    HINDI_DECODING,
+    espeak_pcm,
+    get_hindi_models,
+    restricted_language,
+)
 from bot.providers.scripted import load_knowledge
 
 HINDI = (
@@ -60,13 +65,17 @@ def main() -> None:
         seconds = len(samples) / 16000
         started = time.perf_counter()
         if seconds >= 3.0:
-            _, info = whisper.transcribe(samples, language=None, beam_size=1)
+            _, info = whisper.transcribe(samples, language=None, beam_size=1, **HINDI_DECODING)
             guess, p = restricted_language(info, ("en", "hi"))
             detected[truth][0] += guess == truth and p >= 0.7
             detected[truth][1] += 1
         if truth == "hi":
             segments, _ = whisper.transcribe(
-                samples, language="hi", beam_size=1, condition_on_previous_text=False
+                samples,
+                language="hi",
+                beam_size=1,
+                condition_on_previous_text=False,
+                **HINDI_DECODING,
             )
             heard = " ".join(s.text.strip() for s in segments)
             got = knowledge.match(heard).name

