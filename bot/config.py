@@ -163,6 +163,11 @@ class Settings(BaseSettings):
     sarvam_base_url: str | None = None
     sarvam_stt_url: str | None = None
     sarvam_tts_url: str | None = None
+    sarvam_stt_model: str = "saaras:v3"
+    # codemix: Hindi words in Devanagari, English words in Latin (Hinglish).
+    sarvam_stt_mode: str = "codemix"
+    sarvam_tts_model: str = "bulbul:v3"
+    sarvam_speaker: str = "priya"  # a woman's voice, like the phrases' feminine forms
 
     # Turn end: the smart-turn model's verdict with the transcript rule (bot.conversation).
     turn_model: Literal["smart-turn", "off"] = "off"

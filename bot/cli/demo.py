@@ -39,26 +39,51 @@ DEMO_QUESTIONS = (
 )
 DEMO_BARGE_IN = "Sorry, where is your office?"
 DEMO_GOODBYE = "That's all, thank you. Bye."
+# The Hindi call (``--lang hi-IN``): short questions with the words callers borrow from
+# English, which the offline Whisper base still catches in espeak-ng's robotic Hindi.
+HINDI_QUESTIONS = ("नमस्ते", "मुझे रिफ़ंड चाहिए")
+HINDI_BARGE_IN = "आपका ऑफ़िस कहाँ है?"
+HINDI_GOODBYE = "बस इतना ही, धन्यवाद। बाय।"
+# A Hindi demo call is offline end to end: the multilingual Whisper base, the Hindi intents,
+# espeak-ng's Hindi voice.
+HINDI_ENV = {
+    "AGENT_LANGUAGE": "hi-IN",
+    "AGENT_LANGUAGES": "hi-IN,en-IN",
+    "BOT_STT": "whisper",
+    "BOT_LLM": "scripted",
+    "BOT_TTS": "piper",
+}
 SERVER_START_SECS = 120.0
 
 
-def speech(texts: list[str], rate: int) -> list[np.ndarray]:
-    """Caller audio for ``texts``, spoken by the offline voice (varied, like a person)."""
+def speech(texts: list[str], rate: int, language: str = "en-IN") -> list[np.ndarray]:
+    """Caller audio for ``texts``, spoken by the offline voice (varied, like a person);
+    Hindi by espeak-ng's Hindi voice."""
+    if language == "hi-IN":
+        from bot.providers.offline_hindi import espeak_pcm
+
+        return [np.frombuffer(espeak_pcm(t, rate=rate), np.int16) for t in texts]
     from bot.providers.offline import get_offline_models, synthesize
 
     models = get_offline_models()
     return [np.frombuffer(synthesize(models, t, rate, varied=True), np.int16) for t in texts]
 
 
-def demo_script(rate: int) -> list[Action]:
+def demo_script(rate: int, language: str = "en-IN") -> list[Action]:
     """Greeting; two questions; a barge-in on the second answer; goodbye; the bot hangs up."""
-    q1, q2, barge, bye = speech([*DEMO_QUESTIONS, DEMO_BARGE_IN, DEMO_GOODBYE], rate)
+    hindi = language == "hi-IN"
+    questions = HINDI_QUESTIONS if hindi else DEMO_QUESTIONS
+    barge_text, bye_text = (
+        (HINDI_BARGE_IN, HINDI_GOODBYE) if hindi else (DEMO_BARGE_IN, DEMO_GOODBYE)
+    )
+    q1, q2, barge, bye = speech([*questions, barge_text, bye_text], rate, language)
+    labels = ("hello", "refunds") if hindi else ("hours", "refunds")
     return [
         WaitForBot(gap=0.4),
-        Say(q1, gap=0.6, label="hours", text=DEMO_QUESTIONS[0]),
-        Say(q2, gap=0.6, label="refunds", text=DEMO_QUESTIONS[1]),
-        BargeIn(barge, after_bot_start=2.0, label="barge-in", text=DEMO_BARGE_IN),
-        Say(bye, gap=0.6, label="goodbye", text=DEMO_GOODBYE),
+        Say(q1, gap=0.6, label=labels[0], text=questions[0]),
+        Say(q2, gap=0.6, label=labels[1], text=questions[1]),
+        BargeIn(barge, after_bot_start=2.0, label="barge-in", text=barge_text),
+        Say(bye, gap=0.6, label="goodbye", text=bye_text),
         WaitForBotHangup(timeout=20),
     ]
 
@@ -146,10 +171,12 @@ def _print_and_save(rec: CallRecording, out: Path, record: dict | None) -> dict[
     return files
 
 
-async def run_demo(out: Path, rate: int) -> int:
+async def run_demo(out: Path, rate: int, language: str = "en-IN") -> int:
     port, log_path = _free_port(), out / "server.log"
     records = out / "records"
     env = {**os.environ, "CALL_RECORDS_DIR": str(records), "LOG_LEVEL": "INFO"}
+    if language == "hi-IN":
+        env.update(HINDI_ENV)
     print(f"Starting the bot: python -m bot serve --port {port}  (log: {log_path})")
     with _open_log(log_path) as log:
         server = await asyncio.create_subprocess_exec(
@@ -157,11 +184,12 @@ async def run_demo(out: Path, rate: int) -> int:
             env=env, stdout=log, stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip
         try:
-            script = await asyncio.to_thread(demo_script, rate)
+            script = await asyncio.to_thread(demo_script, rate, language)
             await _wait_healthy(f"http://127.0.0.1:{port}", server, log_path)
             url = f"ws://127.0.0.1:{port}/exotel/ws?sample-rate={rate}"
             print(f"Calling {url} as Exotel would ...\n")
-            rec = await ExotelSimulator(CallConfig(url=url, wait_timeout=30)).run(script)
+            config = CallConfig(url=url, wait_timeout=30, custom_parameters={"lang": language})
+            rec = await ExotelSimulator(config).run(script)
             await asyncio.sleep(1.0)  # the server writes the call record as the call ends
         finally:
             await _stop(server)
@@ -198,8 +226,14 @@ def _load_wav(path: Path, rate: int) -> np.ndarray:
     return load_audio(path, rate)
 
 
-def demo_main(out: str, rate: int) -> int:
-    return asyncio.run(run_demo(Path(out), rate))
+def demo_main(out: str, rate: int, language: str = "en-IN") -> int:
+    from bot.languages import normalise_language
+
+    language = normalise_language(language, key="--lang", allow_auto=False)
+    if language not in ("en-IN", "hi-IN"):
+        print("the offline demo speaks en-IN or hi-IN", file=sys.stderr)
+        return 2
+    return asyncio.run(run_demo(Path(out), rate, language))
 
 
 def call_main(args) -> int:

@@ -41,7 +41,7 @@ def _demo(args: argparse.Namespace) -> int:
     from bot.cli.demo import demo_main
 
     setup_logging("WARNING")
-    return demo_main(args.out, args.sample_rate)
+    return demo_main(args.out, args.sample_rate, args.lang)
 
 
 def _call(args: argparse.Namespace) -> int:
@@ -55,6 +55,13 @@ def _report(args: argparse.Namespace) -> int:
     from bot.simulator.from_record import run_report
 
     return run_report(args.record, args.png)
+
+
+def _voices(args: argparse.Namespace) -> int:
+    from bot.cli.voices import voices_main
+
+    setup_logging("WARNING")
+    return voices_main(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="start the bot and place a simulated call; report")
     demo.add_argument("--out", default="demo-out", help="folder for the WAV, PNG and logs")
     demo.add_argument("--sample-rate", type=int, default=8000, choices=(8000, 16000, 24000))
+    demo.add_argument("--lang", default="en-IN", help="the call's language: en-IN or hi-IN")
     demo.set_defaults(run=_demo)
 
     call = sub.add_parser("call", help="place a simulated Exotel call against a running bot")
@@ -104,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     from bot.cli.cluster import add_cluster_parser
 
     add_cluster_parser(sub)
+
+    from bot.cli.voices import add_parser as add_voices
+
+    add_voices(sub, _voices)
     return parser
 
 

@@ -169,6 +169,7 @@ def build_call_pipeline(
     input_processors: list[FrameProcessor] | None = None,
     agent: CallAgent | None = None,
     tools: list[ToolRegistration] | None = None,
+    around_user: tuple[list[FrameProcessor], list[FrameProcessor]] = ([], []),
 ) -> CallPipeline:
     """Assemble one call's pipeline.
 
@@ -179,9 +180,10 @@ def build_call_pipeline(
     use a deterministic VAD; the default is Silero from Pipecat's bundled ONNX model, on one
     session shared by every call (bot/vad.py). ``agent`` offers its tools to an LLM that
     can call them (``tools``: the handlers, registered on the LLM service) and watches the
-    call's frames (the turn guard and the keypad).
+    call's frames (the turn guard and the keypad). ``around_user``: processors just before and
+    just after the user aggregator (an ``auto`` call's language tap and switcher,
+    bot.conversation.language); a call in a fixed language has none.
     """
-    s = ctx.settings
     stt = choice.stt.factory(ctx)
     llm = choice.llm.factory(ctx)
     tts = choice.tts.factory(ctx)
@@ -192,6 +194,30 @@ def build_call_pipeline(
         register_tools(llm, tools)
     if agent is not None:
         observers = [*(observers or []), agent.observer]
+    aggregators = _aggregators(context, ctx, transport, vad_analyzer)
+    processors = [
+        transport.input(),
+        stt,  # before the aggregator: it consumes transcripts (offline-models §7.4)
+        *(input_processors or []),
+        *around_user[0],
+        aggregators.user(),
+        *around_user[1],
+        llm,
+        tts,
+        *(extra_processors or []),
+        transport.output(),
+        aggregators.assistant(),
+    ]
+    worker = _pipeline_worker(processors, ctx, observers)
+    worker._observer.__class__ = PushesOnlyUnlessAsked  # adds no state, like the swap above
+    return CallPipeline(worker, context, aggregators, stt, llm, tts)
+
+
+def _aggregators(
+    context: LLMContext, ctx: ProviderContext, transport: BaseTransport, vad_analyzer
+) -> LLMContextAggregatorPair:
+    """The user aggregator (VAD, turn strategies, idle timer) and the assistant's, ours."""
+    s = ctx.settings
     vad = vad_analyzer or SharedSileroVADAnalyzer(
         sample_rate=ctx.in_rate,
         params=VADParams(
@@ -204,7 +230,12 @@ def build_call_pipeline(
             vad_analyzer=vad,
             # Armed when the bot stops speaking; the call controller prompts, then hangs up.
             user_idle_timeout=s.idle_prompt_secs,
-            user_turn_strategies=with_turn_model(user_turn_strategies(s), s),
+            user_turn_strategies=with_turn_model(
+                user_turn_strategies(
+                    s, ctx.language, speculative=s.turn_speculative and not ctx.auto
+                ),
+                s,
+            ),
         ),
     )
     # The pair builds its own user aggregator and wires the assistant half to it; changing
@@ -215,24 +246,21 @@ def build_call_pipeline(
         aggregators.user()._vad_controller._speech_activity_period = USER_SPEAKING_TICK_SECS
         if s.barge_in_pause:
             pause_at_onsets(aggregators.user()._vad_controller, transport.output())
-    processors = [
-        transport.input(),
-        stt,  # before the aggregator: it consumes transcripts (offline-models §7.4)
-        *(input_processors or []),
-        aggregators.user(),
-        llm,
-        tts,
-        *(extra_processors or []),
-        transport.output(),
-        aggregators.assistant(),
-    ]
-    worker = _pipeline_worker(processors, ctx, observers)
-    worker._observer.__class__ = PushesOnlyUnlessAsked  # adds no state, like the swap above
-    return CallPipeline(worker, context, aggregators, stt, llm, tts)
+    return aggregators
 
 
-def user_turn_strategies(s: Settings) -> UserTurnStrategies:
-    """When a caller's turn starts (VAD or a transcript) and ends (a speech timeout)."""
+def user_turn_strategies(
+    s: Settings, language: str | None = None, *, speculative: bool | None = None
+) -> UserTurnStrategies:
+    """When a caller's turn starts (VAD or a transcript) and ends (a speech timeout).
+
+    ``language``: the call's (a full tag), whose words tell an unfinished sentence; None:
+    today's ``BOT_LANGUAGE``. The LLM is asked early (speculation) only for a call in a
+    fixed language: an ``auto`` call decides its language when the turn is committed, so
+    the reply to a switching turn is asked for in the new language.
+    """
+    language = language or ("en-IN" if s.bot_language.lower().startswith("en") else "")
+    speculative = s.turn_speculative if speculative is None else speculative
     # Model-free turn end: smart-turn often waits its 3 s fallback on phone audio
     # (offline-models §7.4); a short speech timeout answers in ~0.5 s.
     return UserTurnStrategies(
@@ -240,16 +268,13 @@ def user_turn_strategies(s: Settings) -> UserTurnStrategies:
         stop=[
             (
                 SpeculativeSpeechTimeoutStopStrategy
-                if s.turn_speculative
+                if speculative
                 else PatientSpeechTimeoutStopStrategy
             )(
                 user_speech_timeout=s.turn_speech_timeout_secs,
-                # The words are read for English only (bot.conversation.turns).
-                unfinished_timeout=(
-                    s.turn_unfinished_timeout_secs
-                    if s.bot_language.lower().startswith("en")
-                    else 0.0
-                ),
+                # Read per language (bot.languages.turns); off where a language has no list.
+                unfinished_timeout=s.turn_unfinished_timeout_secs,
+                language=language,
             )
         ],
     )

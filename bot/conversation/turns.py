@@ -12,14 +12,15 @@ changed. Turns end exactly when they did; only the LLM's own latency is hidden b
 window. A dropped guess costs the tokens of a cancelled request.
 
 Silence alone cannot tell a finished question from a pause for thought, so the words are
-read too: when the transcript stops on a word an English sentence hardly ever ends on
-("...the delivery address to", "my order number is, um"), the turn waits
-``TURN_UNFINISHED_TIMEOUT_SECS`` instead, and nothing is guessed meanwhile.
+read too: when the transcript stops on a word a sentence of the call's language hardly ever
+ends on ("...the delivery address to", "my order number is, um", "मेरा नंबर है और"), the
+turn waits ``TURN_UNFINISHED_TIMEOUT_SECS`` instead, and nothing is guessed meanwhile. The
+lists are per language (bot.languages.turns); a language without one always gets the normal
+timeout.
 """
 
 from __future__ import annotations
 
-import re
 import time
 
 from pipecat.frames.frames import (
@@ -31,25 +32,17 @@ from pipecat.frames.frames import (
 from pipecat.turns.types import ProcessFrameResult, UserTurnSpeculation
 from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy
 
-# Words a spoken English sentence hardly ever ends on: articles, conjunctions, possessives,
-# prepositions that are not also verb particles ("log in", "sign up" end sentences), fillers.
-UNFINISHED_LAST_WORDS = frozenset(
-    """a an the and but or nor because my your our their its to of from for with at into
-    onto um umm uh uhm erm er""".split()
-)
-_WORDS = re.compile(r"[a-z']+")
+from bot.languages import sounds_unfinished as sounds_unfinished_in
+from bot.languages.turns import ENGLISH_UNFINISHED
+
+# Words a spoken English sentence hardly ever ends on (bot.languages.turns has every list).
+UNFINISHED_LAST_WORDS = ENGLISH_UNFINISHED
 
 
-def sounds_unfinished(text: str) -> bool:
-    """The words stop mid-sentence: a trailing comma, dash or ellipsis, or a last word from
-    ``UNFINISHED_LAST_WORDS``. A question mark always finishes ("Where is it from?")."""
-    text = text.strip().lower()
-    if not text or text.endswith(("?", "!")):
-        return False
-    if text.endswith((",", "-", "…", "...")):
-        return True
-    words = _WORDS.findall(text)
-    return bool(words) and words[-1] in UNFINISHED_LAST_WORDS
+def sounds_unfinished(text: str, language: str = "en-IN") -> bool:
+    """The words stop mid-sentence in ``language``: a trailing comma, dash or ellipsis, or a
+    last word from its list. A question mark always finishes ("Where is it from?")."""
+    return sounds_unfinished_in(text, language)
 
 
 class PatientSpeechTimeoutStopStrategy(SpeechTimeoutUserTurnStopStrategy):
@@ -59,15 +52,21 @@ class PatientSpeechTimeoutStopStrategy(SpeechTimeoutUserTurnStopStrategy):
     later words that finish the sentence bring the turn end back to the normal timeout.
     """
 
-    def __init__(self, *, unfinished_timeout: float = 0.0, **kwargs) -> None:
+    def __init__(
+        self, *, unfinished_timeout: float = 0.0, language: str = "en-IN", **kwargs
+    ) -> None:
         """``unfinished_timeout``: the wait after an unfinished-sounding transcript; at or
-        below ``user_speech_timeout`` the words are not read."""
+        below ``user_speech_timeout`` the words are not read. ``language``: whose words
+        (changed by the call's language switcher between turns)."""
         super().__init__(**kwargs)
         self._unfinished_timeout = unfinished_timeout
+        self.language = language
         self._vad_stopped_at = 0.0
 
     def _wait_for(self, text: str) -> float:
-        if self._unfinished_timeout > self._user_speech_timeout and sounds_unfinished(text):
+        if self._unfinished_timeout > self._user_speech_timeout and sounds_unfinished_in(
+            text, self.language
+        ):
             return self._unfinished_timeout
         return self._user_speech_timeout
 

@@ -24,8 +24,13 @@ class SharedResources:
     """Process-wide objects the offline providers need (loaded once, shared by calls)."""
 
     offline_models: Any = None  # bot.providers.offline.OfflineModels
+    hindi_models: Any = None  # bot.providers.offline_hindi.HindiModels (offline Hindi calls)
     knowledge: Any = None  # bot.providers.scripted.Knowledge
+    knowledge_by_language: dict[str, Any] = field(default_factory=dict)  # "hi-IN" -> Knowledge
     phrases: Any = None  # bot.conversation.holding.PhraseCache: holding phrases, greeting, goodbye
+    phrase_caches: dict[str, Any] = field(default_factory=dict)  # the other languages' caches
+    language_policy: Any = None  # bot.languages.LanguagePolicy (runtime.rooms.languages)
+    phrase_book: Any = None  # bot.languages.PhraseBook (runtime.rooms.phrases)
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,12 @@ class ProviderContext:
     end_call: EndCall | None = None  # ends the call once the goodbye has been heard
     # The call's system prompt, its {{variables}} rendered (None: the configured one).
     system_prompt: str | None = None
+    # The call's language (a full tag, bot.languages); None: the configured default, as
+    # before languages were per call. ``auto``: the caller's words may change it, among
+    # ``allowed`` (Deepgram then listens with ``multi``).
+    language: str | None = None
+    auto: bool = False
+    allowed: tuple[str, ...] = ()
 
 
 Factory = Callable[[ProviderContext], FrameProcessor]

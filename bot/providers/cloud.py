@@ -17,6 +17,13 @@ from loguru import logger
 from pipecat.processors.frame_processor import FrameProcessor
 
 from bot.providers.base import ProviderContext, register, secret_value
+from bot.providers.languages import (
+    call_system_prompt,
+    cartesia_language,
+    cartesia_voice,
+    deepgram_extra,
+    deepgram_language,
+)
 from bot.providers.tls import SharedTLSWebsocket, share_tls_in_deepgram_sdk, shared_tls_context
 
 # -- cloud ------------------------------------------------------------------------------------
@@ -81,12 +88,17 @@ def _deepgram(ctx: ProviderContext) -> FrameProcessor:
     share_tls_in_deepgram_sdk()
     s = ctx.settings
     service = deepgram_service_class()
+    settings = service.Settings(
+        model=s.deepgram_model, language=deepgram_language(ctx.language, s, auto=ctx.auto)
+    )
+    if extra := deepgram_extra(ctx.allowed, auto=ctx.auto):
+        settings.extra = extra  # lists become repeated query parameters
     return service(
         name=stock_name("DeepgramSTTService"),
         api_key=secret_value(s.deepgram_api_key),
         base_url=s.deepgram_base_url or "",
         sample_rate=ctx.in_rate,
-        settings=service.Settings(model=s.deepgram_model, language=s.bot_language),
+        settings=settings,
     )
 
 
@@ -163,7 +175,10 @@ def _openai(ctx: ProviderContext) -> FrameProcessor:
         api_key=secret_value(s.openai_api_key),
         base_url=s.openai_base_url or None,
         settings=OpenAILLMService.Settings(
-            model=s.openai_model, system_instruction=ctx.system_prompt or s.system_prompt()
+            model=s.openai_model,
+            system_instruction=call_system_prompt(
+                s, ctx.language, auto=ctx.auto, base=ctx.system_prompt
+            ),
         ),
     )
     # The call's tools are registered by the conversation (bot.agent), not here.
@@ -190,7 +205,9 @@ def _cartesia(ctx: ProviderContext) -> FrameProcessor:
         api_key=secret_value(s.cartesia_api_key),
         sample_rate=ctx.out_rate,
         settings=service.Settings(
-            voice=s.cartesia_voice_id, model=s.cartesia_model, language=s.bot_language
+            voice=cartesia_voice(ctx.language, s),
+            model=s.cartesia_model,
+            language=cartesia_language(ctx.language, s),
         ),
         **kwargs,
     )

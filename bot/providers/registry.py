@@ -26,6 +26,9 @@ from pipecat.processors.frame_processor import FrameProcessor
 
 import bot.providers.cloud  # noqa: F401  (importing it registers Deepgram, OpenAI, Cartesia)
 from bot.config import ConfigError, Settings
+
+# Importing the cloud module registers Deepgram, OpenAI and Cartesia; the sarvam module Sarvam.
+from bot.providers import sarvam as _sarvam  # noqa: F401
 from bot.providers.base import (
     DEFAULTS,
     OFFLINE_EXTRA_HINT,
@@ -48,7 +51,18 @@ from bot.providers.base import (
 def _whisper(ctx: ProviderContext) -> FrameProcessor:
     from bot.providers.offline import make_whisper_stt
 
+    if _offline_hindi(ctx):  # Hindi, or auto between Hindi and English: the multilingual base
+        from bot.providers.offline_hindi import make_hindi_stt
+
+        allowed = tuple(tag.split("-")[0] for tag in ctx.allowed) or ("en", "hi")
+        return make_hindi_stt(
+            ctx.shared.hindi_models, auto=ctx.auto, allowed=allowed, sample_rate=ctx.in_rate
+        )
     return make_whisper_stt(ctx.shared.offline_models, sample_rate=ctx.in_rate)
+
+
+def _offline_hindi(ctx: ProviderContext) -> bool:
+    return ctx.language == "hi-IN" or (ctx.auto and "hi-IN" in ctx.allowed)
 
 
 @register(
@@ -57,6 +71,13 @@ def _whisper(ctx: ProviderContext) -> FrameProcessor:
 def _piper(ctx: ProviderContext) -> FrameProcessor:
     from bot.providers.offline import make_piper_tts
 
+    if _offline_hindi(ctx):  # espeak-ng's Hindi (and Piper's English on an auto call)
+        from bot.providers.offline_hindi import EspeakHindiTTS
+
+        english = ctx.shared.offline_models if ctx.auto else None
+        return EspeakHindiTTS(
+            english=english, language=ctx.language or "hi-IN", sample_rate=ctx.out_rate
+        )
     return make_piper_tts(ctx.shared.offline_models, sample_rate=ctx.out_rate)
 
 
@@ -64,7 +85,12 @@ def _piper(ctx: ProviderContext) -> FrameProcessor:
 def _scripted(ctx: ProviderContext) -> FrameProcessor:
     from bot.providers.scripted import ScriptedResponder
 
-    return ScriptedResponder(ctx.shared.knowledge, on_end_call=ctx.end_call)
+    by_language = ctx.shared.knowledge_by_language
+    knowledge = by_language.get(ctx.language or "", ctx.shared.knowledge)
+    if ctx.language and ctx.language != "en-IN" and ctx.language not in by_language:
+        logger.warning(f"no {ctx.language} knowledge file: answering from the English one")
+    by_language = {"en-IN": ctx.shared.knowledge, **by_language}
+    return ScriptedResponder(knowledge, on_end_call=ctx.end_call, by_language=by_language)
 
 
 # -- choosing ---------------------------------------------------------------------------------
@@ -141,8 +167,11 @@ async def load_shared_resources(settings: Settings, choice: ProviderChoice) -> S
 
         shared.offline_models = await load_offline_models()
     if choice.llm.name == "scripted":
-        from bot.providers.scripted import load_knowledge
+        from bot.providers.scripted import load_knowledge, load_language_knowledge
 
         shared.knowledge = await asyncio.to_thread(load_knowledge, settings.bot_knowledge_file)
+        shared.knowledge_by_language = await asyncio.to_thread(
+            load_language_knowledge, settings.bot_knowledge_file
+        )
     logger.info(f"providers ready: {choice.summary()}")
     return shared

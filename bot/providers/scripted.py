@@ -63,6 +63,7 @@ __all__ = [
     "ScriptedLLM",
     "ScriptedResponder",
     "load_knowledge",
+    "load_language_knowledge",
     "normalize",
 ]
 
@@ -90,8 +91,11 @@ _APOSTROPHES = re.compile(r"['\u2019\u02bc`]")
 _DIGIT_GROUPING = re.compile(r"(?<=\d),(?=\d{3}\b)")
 _DECIMAL_POINT = re.compile(r"(?<=\d)\.(?=\d)")
 _DIGIT_LETTER = re.compile(r"(?<=\d)(?=[^\W\d_])|(?<=[^\W\d_])(?=\d)")
-_TEXT_TOKEN = re.compile(r"[^\W_]+")
-_PATTERN_TOKEN = re.compile(r"[^\W_]+\*?")
+# Devanagari vowel signs and virama are not word characters to ``re``; without them a Hindi
+# word would fall apart at each matra ("मेरा" -> "म", "र").
+_WORD_CHAR = r"(?:[^\W_]|[\u0900-\u0963\u0966-\u097F])"
+_TEXT_TOKEN = re.compile(rf"{_WORD_CHAR}+")
+_PATTERN_TOKEN = re.compile(rf"{_WORD_CHAR}+\*?")
 
 
 def _number_words(digits: str) -> list[str]:
@@ -250,6 +254,20 @@ def load_knowledge(path: Path | str = DEFAULT_KNOWLEDGE_PATH) -> Knowledge:
     except (OSError, UnicodeDecodeError) as exc:
         raise KnowledgeError(f"{path}: cannot read the knowledge file ({exc})") from exc
     return parse_knowledge(text, source=str(path))
+
+
+def load_language_knowledge(path: Path | str = DEFAULT_KNOWLEDGE_PATH) -> dict[str, Knowledge]:
+    """The other languages' knowledge: ``knowledge.hi-IN.toml`` beside ``path`` (any
+    ``<stem>.<tag>.toml``), else the bundled Hindi file, keyed by the tag."""
+    path = Path(path)
+    found = {
+        p.name[len(path.stem) + 1 : -len(".toml")]: p
+        for p in path.parent.glob(f"{path.stem}.*-IN.toml")
+    }
+    bundled = DATA_DIR / "knowledge.hi-IN.toml"
+    if "hi-IN" not in found and bundled.is_file():
+        found["hi-IN"] = bundled
+    return {tag: load_knowledge(file) for tag, file in sorted(found.items())}
 
 
 def parse_knowledge(text: str, source: str = "<memory>") -> Knowledge:
@@ -430,6 +448,7 @@ class ScriptedResponder(LLMService):
         *,
         on_end_call: EndCallHook | None = None,
         token_delay_s: float = 0.0,
+        by_language: dict[str, Knowledge] | None = None,
         **kwargs: Any,
     ) -> None:
         """Create the responder.
@@ -440,6 +459,7 @@ class ScriptedResponder(LLMService):
             on_end_call: Awaited with a reason after a goodbye (``end_call = true``) answer.
             token_delay_s: Pause between streamed words. 0 still yields to the event loop
                 between words; a small value mimics a real LLM's pacing in demos and tests.
+            by_language: Knowledge per language tag (``hi-IN``), for a call that switches.
             **kwargs: Passed to ``LLMService``.
         """
         settings = _scripted_settings()
@@ -447,6 +467,7 @@ class ScriptedResponder(LLMService):
             settings.apply_update(override)
         super().__init__(settings=settings, **kwargs)
         self._knowledge = knowledge
+        self._by_language = dict(by_language or {})
         self._on_end_call = on_end_call
         self._token_delay_s = token_delay_s
         self.last_match: Match | None = None
@@ -455,6 +476,10 @@ class ScriptedResponder(LLMService):
     def knowledge(self) -> Knowledge:
         """The knowledge this responder answers from."""
         return self._knowledge
+
+    def set_call_language(self, language: str) -> None:
+        """Answer from ``language``'s knowledge from the next turn on (the call switched)."""
+        self._knowledge = self._by_language.get(language, self._knowledge)
 
     def can_generate_metrics(self) -> bool:
         """Report TTFB and processing time like a real LLM."""

@@ -24,6 +24,7 @@ from starlette.requests import HTTPConnection
 from bot.agent.transfer import transfer_for
 from bot.config import Settings
 from bot.conversation.holding import start_phrase_cache
+from bot.conversation.language import prepare_languages
 from bot.conversation.memory import collect_fully_less_often, freeze_startup_heap, release_memory
 from bot.conversation.turn_hybrid import preload_turn_model
 from bot.delivery.from_record import CallContext
@@ -102,6 +103,9 @@ class Runtime:
     def __post_init__(self) -> None:
         if self.rooms is None:  # tests build a Runtime from settings alone
             self.rooms = load_room_configs(self.settings)
+        if self.shared.language_policy is None:
+            self.shared.language_policy = self.rooms.languages
+            self.shared.phrase_book = self.rooms.phrases
 
     @classmethod
     async def start(cls, settings: Settings, **kwargs) -> Runtime:
@@ -116,6 +120,7 @@ class Runtime:
             await asyncio.to_thread(preload_turn_model)
         shared = await load_shared_resources(settings, choice)
         shared.phrases = await start_phrase_cache(settings, choice, shared)
+        await prepare_languages(settings, choice, shared, rooms)
         metrics = kwargs.pop("metrics", None) or Metrics()
         store = kwargs.pop("store", None) or open_runtime_store(settings, metrics)
         runtime = cls(

@@ -16,6 +16,7 @@ from bot.delivery.analysis import AnalysisConfig
 from bot.delivery.service import check_webhook_settings
 from bot.languages import LanguagePolicy, PhraseBook
 from bot.providers import ProviderChoice, choose_providers
+from bot.providers.languages import check_provider_languages
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,16 @@ def load_room_configs(settings: Settings) -> RoomConfigs:
         analysis = AnalysisConfig.from_mapping(tables.get("analysis") or {})
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    providers = choose_providers(settings)
+    check_provider_languages(
+        settings,
+        providers.stt.name,
+        providers.tts.name,
+        languages.languages,
+        auto=len(languages.languages) > 1,
+    )
     return RoomConfigs(
-        providers=choose_providers(settings),
+        providers=providers,
         agent=parse_agent_config(agent_table, tables.get("tools"), os.environ),
         languages=languages,
         phrases=phrases,

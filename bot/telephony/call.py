@@ -30,6 +30,7 @@ from bot.agent.session import CallAgent
 from bot.config import Settings
 from bot.conversation.faults import FaultWatchdog
 from bot.conversation.holding import HoldingPhraseProcessor, holding_processor_for_call
+from bot.conversation.language import holding_cache_for, language_for_call
 from bot.conversation.pipeline import CallPipeline, build_call_pipeline, pipeline_input_rate
 from bot.providers import ProviderChoice, ProviderContext, SharedResources
 from bot.state import StateStore
@@ -157,23 +158,16 @@ class CallSession:
         self.transport = ExotelTransport(
             websocket, self.serializer, exotel_params(info.sample_rate)
         )
-        # What the call knows and may do (bot.agent); the context answer is fetched now.
-        self.agent = CallAgent.for_call(
-            agent_config or AgentConfig(), info, store=store, query=query
+        ctx = self._know_the_call(websocket, shared, agent_config, store, query)
+        self.holding = holding_processor_for_call(
+            settings,
+            holding_cache_for(shared, self.language.language),
+            self.language.phrases.holding,
         )
-        self.agent.start_context()
-        self._base_prompt = self.agent.system_prompt(settings.system_prompt())
-        ctx = ProviderContext(
-            settings=settings,
-            in_rate=info.in_rate,
-            out_rate=info.sample_rate,
-            shared=shared,
-            end_call=self.end_call,
-            system_prompt=self._base_prompt,
-        )
-        self.holding = holding_processor_for_call(settings, shared.phrases)
         # Last before the output: it must see holding phrases to tell them from answers.
         self.faults = make_fault_watchdog(settings, self.end_call, self.holding)
+        if self.faults:
+            self.faults.apology = self.language.phrases.apology
         extra = [
             *(extra_processors or []),
             *([self.holding] if self.holding else []),
@@ -191,10 +185,42 @@ class CallSession:
             tools=self.agent.registrations(
                 end_call=self._llm_end_call, transfer=self.transfer, say=self._say_prompt
             ),
+            around_user=self.languages.around_user,
         )
+        self.languages.bind(self.pipeline, self.holding, shared, self.faults)
         if self.faults:
             self.faults.watch(self.worker)
         self._wire_events()
+
+    def _know_the_call(
+        self,
+        websocket: WebSocket,
+        shared: SharedResources,
+        agent_config: AgentConfig | None,
+        store: StateStore | None,
+        query: Mapping[str, str] | None,
+    ) -> ProviderContext:
+        """The call's language and agent (variables, tools, context), and what its providers
+        are built with."""
+        # The call's language (bot.conversation.language): providers, phrases, switches.
+        self.languages = language_for_call(self.info, websocket, self.settings, shared)
+        self.language = self.languages.state  # .phrases: greeting, goodbye... in its language
+        # What the call knows and may do (bot.agent); the context answer is fetched now.
+        self.agent = CallAgent.for_call(
+            agent_config or AgentConfig(), self.info, store=store, query=query
+        )
+        self.agent.start_context()
+        self._base_prompt = self.agent.system_prompt(self.settings.system_prompt())
+        self.language.base_prompt = self._base_prompt  # what a switch adds its line to
+        return ProviderContext(
+            settings=self.settings,
+            in_rate=self.info.in_rate,
+            out_rate=self.info.sample_rate,
+            shared=shared,
+            end_call=self.end_call,
+            system_prompt=self._base_prompt,
+            **self.languages.provider_fields,
+        )
 
     @property
     def worker(self):
@@ -217,11 +243,11 @@ class CallSession:
             self._idle_prompts += 1
             if self._idle_prompts == 1:
                 logger.info(f"caller silent for {self.settings.idle_prompt_secs:.0f} s; prompting")
-                await self._speak(self.settings.idle_prompt)
+                await self._speak(self.language.phrases.idle_prompt)
                 timeout = self.settings.idle_hangup_secs
                 await self.worker.queue_frame(UserIdleTimeoutUpdateFrame(timeout=timeout))
             else:
-                await self.end_call("caller silent", goodbye=self.settings.goodbye)
+                await self.end_call("caller silent", goodbye=self.language.phrases.goodbye)
 
         @user.event_handler("on_user_turn_started")
         async def _caller_spoke(_aggregator, _strategy) -> None:
@@ -264,7 +290,7 @@ class CallSession:
     async def greet(self) -> None:
         """Speak the greeting (at once on connect, or when a held greeting is released)."""
         if not self._ending:
-            await self._speak(self.agent.greeting(self.settings.bot_greeting))
+            await self._speak(self.agent.greeting(self.language.phrases.greeting))
 
     async def hang_up(self, reason: str) -> None:
         """End at once without a word: an answering machine or a carrier announcement."""
@@ -279,7 +305,7 @@ class CallSession:
 
     def _cap_reached(self) -> None:
         logger.info(f"call reached the {self.settings.max_call_secs:.0f} s cap; saying goodbye")
-        self._begin_ending("call length cap", self.settings.goodbye)
+        self._begin_ending("call length cap", self.language.phrases.goodbye)
 
     def _mark_end(self, reason: str, by: str) -> None:
         if self.end_reason is None:
@@ -349,7 +375,7 @@ class CallSession:
             heard = await self._wait_until_heard(asked_at)
         if not heard and not goodbye:
             # The bot was asked to end without a goodbye and said nothing: say ours.
-            await self._speak(self.agent.render(self.settings.goodbye))
+            await self._speak(self.agent.render(self.language.phrases.goodbye))
             heard = await self._wait_until_heard(time.monotonic())
         if not heard:
             logger.warning("goodbye not confirmed by Exotel in time; closing anyway")
@@ -365,7 +391,8 @@ class CallSession:
         """The context answer's system prompt (rendered), sent to the LLM before any turn."""
         prompt = self.agent.system_prompt(self.settings.system_prompt())
         if prompt != self._base_prompt:
-            delta = LLMSettings(system_instruction=prompt)
+            self.language.base_prompt = prompt  # a later language switch keeps it
+            delta = LLMSettings(system_instruction=self.language.system_prompt())
             await self.worker.queue_frame(
                 LLMUpdateSettingsFrame(delta=delta, service=self.pipeline.llm)
             )

@@ -102,7 +102,8 @@ async def test_order_lookup_reaches_the_tool_and_its_answer_is_spoken(fakes, ser
     (seen,) = [s for s in server.seen if s.path.startswith("/echo/orders")]
     assert seen.method == "GET" and seen.path == "/echo/orders/42"
     assert seen.headers["X-Call-Sid"] == config.call_sid
-    assert any("/orders/42 ships tomorrow" in t for t in fakes.cartesia.transcripts)
+    # The tool's answer is spoken, its number read aloud (bot.languages.numbers).
+    assert any("/orders/forty-two ships tomorrow" in t for t in fakes.cartesia.transcripts)
     record = record_of(tmp_path)
     (call,) = record["agent"]["tool_calls"]
     assert call["name"] == "lookup_order" and call["status"] == "ok"

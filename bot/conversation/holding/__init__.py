@@ -32,6 +32,8 @@ from bot.conversation.holding.cache import (
     PhraseStore,
     WarmReport,
     cache_texts,
+    language_texts,
+    start_language_caches,
     start_phrase_cache,
 )
 from bot.conversation.holding.phrase import (
@@ -82,6 +84,8 @@ __all__ = [
     "WarmReport",
     "cache_texts",
     "holding_processor_for_call",
+    "language_texts",
+    "start_language_caches",
     "offline_fallback",
     "provider_renderer",
     "resample_pcm",

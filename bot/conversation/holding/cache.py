@@ -298,23 +298,51 @@ def cache_texts(settings: Settings, *, greeting_and_goodbye: bool = True) -> lis
     return unique_texts(texts)
 
 
+def language_texts(settings: Settings, phrases: Any) -> list[str]:
+    """What to pre-render for one language (a ``bot.languages.Phrases``): its holding phrases
+    (unless off) and everything the call says on its own in it."""
+    texts = list(phrases.holding) if settings.holding_mode != "off" else []
+    texts += [phrases.greeting, phrases.goodbye, phrases.idle_prompt, phrases.apology]
+    texts += [phrases.transfer, phrases.collect_digits]
+    return unique_texts(texts)
+
+
+async def start_language_caches(
+    settings: Settings,
+    choice: ProviderChoice,
+    shared: SharedResources,
+    phrases: dict[str, Any],
+) -> dict[str, PhraseCache]:
+    """One cache per language other than the default (``{"hi-IN": Phrases}``): its texts in
+    its own voice. The voice (and the language) are part of every file key, so a Hindi phrase
+    is never played in the English voice, and each language renders once per voice."""
+    caches = {}
+    for language, table in phrases.items():
+        caches[language] = await start_phrase_cache(
+            settings, choice, shared, texts=language_texts(settings, table), language=language
+        )
+    return caches
+
+
 async def start_phrase_cache(
     settings: Settings,
     choice: ProviderChoice,
     shared: SharedResources,
     *,
     texts: Iterable[str] | None = None,
+    language: str | None = None,
 ) -> PhraseCache:
-    """Build the process's cache and render the default rate (call at process start)."""
+    """Build the process's cache and render the default rate (call at process start);
+    ``language``: in that language's voice (None: the configured one, as before)."""
     rate = settings.bot_sample_rate
     try:
         renderer: TTSRenderer | None = provider_renderer(
-            choice.tts.name, settings, shared, probe_rate=rate
+            choice.tts.name, settings, shared, probe_rate=rate, language=language
         )
     except Exception as e:
         logger.warning(f"holding phrases: cannot build the {choice.tts.name} TTS ({e!r})")
         renderer = None
-    fallback = offline_fallback(settings, shared, rate)
+    fallback = offline_fallback(settings, shared, rate, language)
     if renderer is None:
         renderer = await fallback()
     cache = PhraseCache(

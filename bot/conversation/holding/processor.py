@@ -206,6 +206,16 @@ class HoldingPhraseProcessor(FrameProcessor):
         params.update(overrides)
         return cls(phrases, settings.holding_phrases or DEFAULT_HOLDING_PHRASES, **params)
 
+    def use_phrases(self, phrases: PhraseSource, texts: Sequence[str]) -> None:
+        """Play other phrases from now on (the call switched language): another cache (the
+        language's voice) and its texts. Takes effect at the next timer; a phrase playing now
+        finishes."""
+        self._phrases = phrases
+        self._texts = unique_texts(texts)
+        self._rotation, self._last_text = 0, None
+        if self._rate:
+            phrases.request(self._rate)
+
     @property
     def waiting_for_answer(self) -> bool:
         """The caller's turn ended and an answer is being prepared, none of it heard yet.
@@ -391,16 +401,20 @@ class HoldingPhraseProcessor(FrameProcessor):
 
 
 def holding_processor_for_call(
-    settings: Settings, phrases: PhraseSource | None
+    settings: Settings, phrases: PhraseSource | None, texts: Sequence[str] | None = None
 ) -> HoldingPhraseProcessor | None:
     """The call's holding-phrase processor, or None without a cache.
 
     With ``holding_mode=off`` it still exists (no timers), so the call can ``say`` the cached
-    greeting and goodbye.
+    greeting and goodbye. ``texts``: the holding phrases of the call's language (default:
+    the configured English ones).
     """
     if phrases is None:
         return None
-    return HoldingPhraseProcessor.from_settings(settings, phrases)
+    processor = HoldingPhraseProcessor.from_settings(settings, phrases)
+    if texts is not None:
+        processor._texts = unique_texts(texts)
+    return processor
 
 
 def session_factory_with_holding(session_cls: type) -> Callable[..., Any]:

@@ -163,14 +163,22 @@ FallbackFactory = Callable[[], Awaitable["TTSRenderer | None"]]
 
 
 def provider_renderer(
-    provider_name: str, settings: Settings, shared: SharedResources, *, probe_rate: int
+    provider_name: str,
+    settings: Settings,
+    shared: SharedResources,
+    *,
+    probe_rate: int,
+    language: str | None = None,
 ) -> TTSRenderer:
-    """A renderer for a registered TTS provider, built by its registry factory per rate."""
+    """A renderer for a registered TTS provider, built by its registry factory per rate;
+    ``language`` (a full tag) picks that language's voice, None today's."""
     provider = REGISTRY[("tts", provider_name)]
 
     def make(rate: int) -> FrameProcessor:
         return provider.factory(
-            ProviderContext(settings=settings, in_rate=rate, out_rate=rate, shared=shared)
+            ProviderContext(
+                settings=settings, in_rate=rate, out_rate=rate, shared=shared, language=language
+            )
         )
 
     voice = voice_of(provider_name, make(probe_rate))
@@ -178,9 +186,10 @@ def provider_renderer(
 
 
 def offline_fallback(
-    settings: Settings, shared: SharedResources, probe_rate: int
+    settings: Settings, shared: SharedResources, probe_rate: int, language: str | None = None
 ) -> FallbackFactory:
-    """A factory for the Piper renderer, loading the offline voice only if it is needed."""
+    """A factory for the offline renderer (Piper; espeak-ng for Hindi), loading the offline
+    voice only if it is needed."""
 
     async def build() -> TTSRenderer | None:
         try:
@@ -188,7 +197,9 @@ def offline_fallback(
                 from bot.providers.offline import load_offline_models
 
                 shared.offline_models = await load_offline_models()
-            return provider_renderer("piper", settings, shared, probe_rate=probe_rate)
+            return provider_renderer(
+                "piper", settings, shared, probe_rate=probe_rate, language=language
+            )
         except Exception as e:  # ImportError without the extra, or a model that won't load
             logger.error(f"holding phrases: the offline voice is not available either ({e})")
             return None

@@ -25,7 +25,7 @@ not the other way round.
 """
 
 from bot.observability.records.model import TurnRecord, provider_label, summarize, summary_line
-from bot.observability.records.observer import CallObserver, watch_call
+from bot.observability.records.observer import CallObserver
 from bot.observability.records.redaction import REDACTED, Redactor, configured_secrets
 from bot.observability.records.serialise import (
     StereoAudio,
@@ -34,6 +34,7 @@ from bot.observability.records.serialise import (
     record_path,
     write_record,
 )
+from bot.observability.records.watch import watch_call
 
 __all__ = [
     "REDACTED",

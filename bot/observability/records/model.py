@@ -70,6 +70,7 @@ class TurnRecord:
     interrupted: bool = False
     clear_at: float | None = None
     clear_latency: float | None = None
+    language: str | None = None  # what the caller spoke in this turn (a BCP-47 tag)
 
     @property
     def speaking(self) -> bool:
@@ -96,6 +97,7 @@ class TurnRecord:
             "interrupted": self.interrupted,
             "clear_at": round_ms(self.clear_at),
             "clear_latency": round_ms(self.clear_latency),
+            "language": self.language,
         }
 
 

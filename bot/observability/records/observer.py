@@ -50,11 +50,10 @@ from bot.observability.records.model import (
     summarize,
     summary_line,
 )
-from bot.observability.records.redaction import MASK, Redactor, configured_secrets, mask_values
+from bot.observability.records.redaction import MASK, Redactor, mask_values
 from bot.observability.records.serialise import StereoAudio, build_stereo, write_record
 
 if TYPE_CHECKING:
-    from bot.config import Settings
     from bot.observability.metrics import Metrics
 
 _DOWN = FrameDirection.DOWNSTREAM  # a module constant: Enum attribute lookups are slow
@@ -103,6 +102,8 @@ class CallObserver(BaseObserver):
         self.t0 = clock() if started_at is None else started_at
         self.started_wall = datetime.now(UTC) - timedelta(seconds=clock() - self.t0)
         self.turns: list[TurnRecord] = []
+        # A turn's heard text -> its language (the call's language state); None: not recorded.
+        self.turn_language: Callable[[str], str | None] | None = None
         self.events: list[dict[str, Any]] = []
         self.bot_speech: list[list[float | None]] = []
         self.bot_chunks: list[tuple[float, int]] = []  # (arrival estimate, bytes)
@@ -478,6 +479,9 @@ class CallObserver(BaseObserver):
         """The call's record as JSON-ready data, secrets redacted. ``agent``: the agent's part
         (outcome, tool calls, variables: bot.agent); ``masked``: keypad entries to mask."""
         self._settle(final=True)
+        if self.turn_language is not None:
+            for turn in self.turns:
+                turn.language = self.turn_language(" ".join(turn.heard))
         duration = self.now()
         for span in self.bot_speech:
             span[1] = duration if span[1] is None else span[1]
@@ -495,6 +499,8 @@ class CallObserver(BaseObserver):
             "end_reason": end_reason,
             "hung_up_by": hung_up_by,
             "turns": [turn.to_json() for turn in self.turns],
+            # The language of every turn, for the post-call payload's data.languages.
+            "languages": [turn.language for turn in self.turns if turn.language],
             "events": sorted(self.events, key=lambda e: e["t"]),
             "bot_speech": [[round_ms(a), round_ms(b)] for a, b in self.bot_speech],
             "bot_audio_chunks": [[round_ms(t), n] for t, n in self.bot_chunks],
@@ -574,25 +580,3 @@ _UNRESOLVED: Any = _Unresolved()
 
 def _size_counts(sizes: Sequence[int] | None) -> dict[str, int]:
     return {str(size): n for size, n in sorted(Counter(sizes or ()).items())}
-
-
-def watch_call(session: Any, settings: Settings, metrics: Metrics | None) -> CallObserver:
-    """Attach a CallObserver to a built (not yet running) ``bot.telephony.call.CallSession``.
-
-    Also records holding phrases if the session keeps its ``HoldingPhraseProcessor`` as
-    ``session.holding``.
-    """
-    observer = CallObserver(
-        session.info,
-        metrics=metrics,
-        records_dir=settings.call_records_dir,
-        record_audio=settings.call_records_audio,
-        secrets=configured_secrets(settings),
-        started_at=session.started_at,
-    )
-    session.worker.add_observer(observer)
-    observer.attach(session.transport.output(), session.serializer)
-    holding = getattr(session, "holding", None)
-    if holding is not None:
-        observer.attach_holding(holding)
-    return observer

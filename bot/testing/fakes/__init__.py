@@ -20,7 +20,8 @@ Every fake:
   a benchmark can see what TLS costs the bot.
 
 Modules: ``base`` (lifecycle, key checks, :class:`FaultSwitch`, :class:`ServerTLS`),
-``speech`` (the deterministic audio), ``deepgram``, ``openai``, ``cartesia`` (one fake each),
+``speech`` (the deterministic audio), ``deepgram``, ``openai``, ``cartesia``, ``sarvam`` (one
+fake each; Sarvam's STT and TTS sockets share one port and are not in FakeProviders),
 ``providers`` (:class:`FakeProviders`, all three plus their environment) and ``cli``.
 
 Run ``python -m bot.fakes --port-base 18800`` to serve all three on fixed ports for manual runs
@@ -43,6 +44,7 @@ from bot.testing.fakes.deepgram import (
 )
 from bot.testing.fakes.openai import DEFAULT_OPENAI_KEY, FakeOpenAI, Reply, Responder, ToolCall
 from bot.testing.fakes.providers import FakeProviders
+from bot.testing.fakes.sarvam import DEFAULT_SARVAM_KEY, FakeSarvam, SarvamConnection
 from bot.testing.fakes.speech import SynthesizedSpeech, synthesize_speech
 
 __all__ = [
@@ -50,6 +52,7 @@ __all__ = [
     "DEFAULT_CARTESIA_KEY",
     "DEFAULT_DEEPGRAM_KEY",
     "DEFAULT_OPENAI_KEY",
+    "DEFAULT_SARVAM_KEY",
     "FAULT_MODES",
     "LOCALHOST",
     "CartesiaConnection",
@@ -58,10 +61,12 @@ __all__ = [
     "FakeDeepgram",
     "FakeOpenAI",
     "FakeProviders",
+    "FakeSarvam",
     "FaultMode",
     "FaultSwitch",
     "Reply",
     "Responder",
+    "SarvamConnection",
     "ServerTLS",
     "SynthesizedSpeech",
     "ToolCall",

@@ -109,6 +109,24 @@ class FakeCartesia(WebSocketFake):
         self.chunk_sizes = tuple(chunk_sizes)
         self.chunk_interval = chunk_interval
         self.connections: list[CartesiaConnection] = []
+        self.voices: list[dict[str, Any]] = [dict(v) for v in DEFAULT_VOICES]
+        self.voice_requests: list[dict[str, str]] = []  # the query of every GET /voices
+
+    @property
+    def http_base_url(self) -> str:
+        """The REST API's base URL (``Cartesia(base_url=...)``): ``GET /voices`` is served."""
+        return f"{url_scheme('http', self.tls)}://{LOCALHOST}:{self.port}"
+
+    def _process_request(self, connection: ServerConnection, request: Any) -> Any:
+        path, query = split_target(request.path)
+        if path != "/voices":
+            return super()._process_request(connection, request)
+        bearer = (request.headers.get("Authorization") or "").removeprefix("Bearer ")
+        if not self._key_ok(bearer) or not request.headers.get("Cartesia-Version"):
+            self.rejected += 1
+            return _json_response(HTTPStatus.UNAUTHORIZED, {"error": "Invalid API key"})
+        self.voice_requests.append(query)
+        return _json_response(HTTPStatus.OK, voices_page(self.voices, query))
 
     @property
     def url(self) -> str:
@@ -153,6 +171,48 @@ class FakeCartesia(WebSocketFake):
         self.connections.append(record)
         logger.debug(f"FakeCartesia: connection {len(self.connections)}")
         await self._run_session(ws, _CartesiaSession(self, ws, record), record)
+
+
+def _voice(voice_id: str, name: str, language: str, gender: str) -> dict[str, Any]:
+    """One voice in ``GET /voices``' shape (the fields the SDK's ``Voice`` model requires)."""
+    return {
+        "id": voice_id,
+        "name": name,
+        "description": f"{name}, for tests",
+        "tagline": "",
+        "language": language,
+        "locales": [{"locale": f"{language}-IN", "is_native": True}],
+        "gender": gender,
+        "access": "public",
+        "visibility": "all",
+        "is_owner": False,
+        "created_at": "2026-01-01T00:00:00Z",
+    }
+
+
+DEFAULT_VOICES = (
+    _voice("f786b574-daa5-4673-aa0c-cbe3e8534c02", "Test English Woman", "en", "feminine"),
+    _voice("95d51f79-c397-46f9-b49a-23763d3eaa2d", "Test Hindi Woman", "hi", "feminine"),
+    _voice("4877b818-c7fe-4c89-b1cf-eadf8e23da72", "Test Hindi Man", "hi", "masculine"),
+)
+
+
+def voices_page(voices: Sequence[Mapping[str, Any]], query: Mapping[str, str]) -> dict[str, Any]:
+    """A page of ``GET /voices``: ``limit`` voices after ``starting_after``, and ``has_more``."""
+    limit = max(1, min(100, int(query.get("limit") or 10)))
+    ids = [v["id"] for v in voices]
+    after = query.get("starting_after")
+    start = ids.index(after) + 1 if after in ids else 0
+    page = list(voices[start : start + limit])
+    return {"data": page, "has_more": start + limit < len(voices)}
+
+
+def _json_response(status: HTTPStatus, body: Mapping[str, Any]) -> Any:
+    from websockets.http11 import Response
+
+    data = json.dumps(body).encode()
+    headers = Headers({"Content-Type": "application/json", "Content-Length": str(len(data))})
+    return Response(status.value, status.phrase, headers, data)
 
 
 def _validate_generation(msg: Mapping[str, Any]) -> str | None:
