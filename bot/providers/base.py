@@ -39,6 +39,8 @@ class ProviderContext:
     end_call: EndCall | None = None  # ends the call once the goodbye has been heard
     # The call's system prompt, its {{variables}} rendered (None: the configured one).
     system_prompt: str | None = None
+    # The call's captures: what the scripted responder's tool intents took from the caller.
+    captures: dict[str, Any] = field(default_factory=dict)
 
 
 Factory = Callable[[ProviderContext], FrameProcessor]
@@ -52,7 +54,7 @@ class Provider:
     factory: Factory
     key: str | None = None  # the setting that must be set (cloud providers)
     modules: tuple[str, ...] = ()  # importable modules it needs (optional extras)
-    tools: bool = False  # whether it can call the end_call function
+    tools: bool = False  # whether it can call the agent's tools (bot.agent)
 
 
 REGISTRY: dict[tuple[Kind, str], Provider] = {}

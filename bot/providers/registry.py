@@ -78,11 +78,11 @@ def _piper(ctx: ProviderContext) -> FrameProcessor:
     return make_piper_tts(ctx.shared.offline_models, sample_rate=ctx.out_rate)
 
 
-@register("llm", "scripted", label="scripted responder (offline)")
+@register("llm", "scripted", label="scripted responder (offline)", tools=True)
 def _scripted(ctx: ProviderContext) -> FrameProcessor:
     from bot.providers.scripted import ScriptedResponder
 
-    return ScriptedResponder(ctx.shared.knowledge, on_end_call=ctx.end_call)
+    return ScriptedResponder(ctx.shared.knowledge, on_end_call=ctx.end_call, captures=ctx.captures)
 
 
 # -- choosing ---------------------------------------------------------------------------------

@@ -170,6 +170,7 @@ class CallSession:
             shared=shared,
             end_call=self.end_call,
             system_prompt=self._base_prompt,
+            captures=self.agent.captures,
         )
         self.holding = holding_processor_for_call(settings, shared.phrases)
         # Last before the output: it must see holding phrases to tell them from answers.
