@@ -102,6 +102,9 @@ class CallAgent:
         self.observer = AgentObserver(self.collector)
         self.runner = HttpToolRunner(http)
         self.context: ContextResult | None = None
+        # Tool arguments the scripted responder took from the caller's words (the record's
+        # ``captures``: the post-call extraction without an LLM, bot.delivery).
+        self.captures: dict[str, Any] = {}
         self.transferred: TransferRequest | None = None
         self._custom = dict(custom_parameters or {})
         # The call's keypad entries, for the log patcher (bot.observability.logs): the call
@@ -329,6 +332,7 @@ class CallAgent:
             "variables": self.variables.masked(),
             "context": context,
             "transfer": dataclasses.asdict(self.transferred) if self.transferred else None,
+            "captures": dict(self.captures),
         }
         # A digit the caller keyed may reappear anywhere (a tool's echo): mask it there too.
         return json.loads(self.variables.hide_secrets(json.dumps(data, ensure_ascii=False)))

@@ -41,6 +41,10 @@ def _demo(args: argparse.Namespace) -> int:
     from bot.cli.demo import demo_main
 
     setup_logging("WARNING")
+    if args.scenario == "agent":
+        from bot.cli.demo_agent import agent_demo_main
+
+        return agent_demo_main(args.out, args.sample_rate)
     return demo_main(args.out, args.sample_rate, args.lang)
 
 
@@ -83,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="demo-out", help="folder for the WAV, PNG and logs")
     demo.add_argument("--sample-rate", type=int, default=8000, choices=(8000, 16000, 24000))
     demo.add_argument("--lang", default="en-IN", help="the call's language: en-IN or hi-IN")
+    demo.add_argument(
+        "--scenario",
+        default="default",
+        choices=("default", "agent"),
+        help="agent: an order lookup by an HTTP tool, then a transfer to a person",
+    )
     demo.set_defaults(run=_demo)
 
     call = sub.add_parser("call", help="place a simulated Exotel call against a running bot")

@@ -50,6 +50,8 @@ class ProviderContext:
     language: str | None = None
     auto: bool = False
     allowed: tuple[str, ...] = ()
+    # The call's captures: what the scripted responder's tool intents took from the caller.
+    captures: dict[str, Any] = field(default_factory=dict)
 
 
 Factory = Callable[[ProviderContext], FrameProcessor]
@@ -63,7 +65,7 @@ class Provider:
     factory: Factory
     key: str | None = None  # the setting that must be set (cloud providers)
     modules: tuple[str, ...] = ()  # importable modules it needs (optional extras)
-    tools: bool = False  # whether it can call the end_call function
+    tools: bool = False  # whether it can call the agent's tools (bot.agent)
 
 
 REGISTRY: dict[tuple[Kind, str], Provider] = {}

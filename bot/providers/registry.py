@@ -81,7 +81,7 @@ def _piper(ctx: ProviderContext) -> FrameProcessor:
     return make_piper_tts(ctx.shared.offline_models, sample_rate=ctx.out_rate)
 
 
-@register("llm", "scripted", label="scripted responder (offline)")
+@register("llm", "scripted", label="scripted responder (offline)", tools=True)
 def _scripted(ctx: ProviderContext) -> FrameProcessor:
     from bot.providers.scripted import ScriptedResponder
 
@@ -90,7 +90,12 @@ def _scripted(ctx: ProviderContext) -> FrameProcessor:
     if ctx.language and ctx.language != "en-IN" and ctx.language not in by_language:
         logger.warning(f"no {ctx.language} knowledge file: answering from the English one")
     by_language = {"en-IN": ctx.shared.knowledge, **by_language}
-    return ScriptedResponder(knowledge, on_end_call=ctx.end_call, by_language=by_language)
+    return ScriptedResponder(
+        knowledge,
+        on_end_call=ctx.end_call,
+        by_language=by_language,
+        captures=ctx.captures,
+    )
 
 
 # -- choosing ---------------------------------------------------------------------------------

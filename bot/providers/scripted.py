@@ -52,6 +52,7 @@ from pipecat.services.llm_service import LLMService
 from pipecat.services.settings import LLMSettings
 
 from bot.config import DATA_DIR
+from bot.providers.scripted_tools import TOOL_KEYS, ToolTurns, ToolUse, bad_replaces, tool_use
 
 __all__ = [
     "DEFAULT_KNOWLEDGE_PATH",
@@ -178,6 +179,7 @@ class Intent:
     patterns: tuple[str, ...]
     answer: str
     end_call: bool = False
+    tool: ToolUse | None = None  # a tool intent (bot.providers.scripted_tools)
     phrases: tuple[tuple[str, ...], ...] = field(default=(), repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -236,7 +238,7 @@ class Knowledge:
 
 
 _TOP_KEYS = {"greeting", "fallback", "intent"}
-_INTENT_KEYS = {"name", "patterns", "answer", "end_call"}
+_INTENT_KEYS = {"name", "patterns", "answer", "end_call"} | TOOL_KEYS
 
 
 def load_knowledge(path: Path | str = DEFAULT_KNOWLEDGE_PATH) -> Knowledge:
@@ -283,6 +285,7 @@ def parse_knowledge(text: str, source: str = "<memory>") -> Knowledge:
     greeting = _required_text(data, "greeting", "at the top level", problems)
     fallback = _required_text(data, "fallback", "at the top level", problems)
     intents = _intents(data.get("intent"), problems)
+    problems += bad_replaces(intents)
     if problems:
         raise KnowledgeError(
             f"{source}: {len(problems)} problem(s):\n" + "\n".join(f"  - {p}" for p in problems)
@@ -344,14 +347,17 @@ def _intent(table: dict[str, Any], number: int, problems: list[str]) -> Intent |
     problems += _unknown_keys(table, _INTENT_KEYS, f"in {label}")
     if not isinstance(name, str) or not name.strip():
         problems.append(f"{label}: 'name' is missing or empty")
-    answer = _required_text(table, "answer", f"in {label}", problems)
+    tool = tool_use(table, label, problems)
+    answer = ""  # may be left out for end_call / transfer_call (the call has its own words)
+    if tool is None or "answer" in table or not tool.said_before:
+        answer = _required_text(table, "answer", f"in {label}", problems)
     patterns = _patterns(table.get("patterns"), label, problems)
     end_call = table.get("end_call", False)
     if not isinstance(end_call, bool):
         problems.append(f"{label}: 'end_call' must be true or false (without quotes)")
     if len(problems) > before:
         return None
-    return Intent(str(name).strip(), patterns, answer, end_call)
+    return Intent(str(name).strip(), patterns, answer, end_call, tool)
 
 
 def _patterns(raw: Any, label: str, problems: list[str]) -> tuple[str, ...]:
@@ -374,6 +380,8 @@ def _warn_shared_patterns(intents: list[Intent], source: str) -> None:
     """Warn about a phrase listed under two intents: the earlier intent wins those ties."""
     owner: dict[tuple[str, ...], str] = {}
     for intent in intents:
+        if intent.tool is not None and intent.tool.replaces:
+            continue  # takes the place of the intent it shares its patterns with
         for phrase in intent.phrases:
             first = owner.setdefault(phrase, intent.name)
             if first != intent.name:
@@ -438,8 +446,9 @@ class ScriptedResponder(LLMService):
     call to end *after* playback (e.g. queue an ``EndFrame``, which drains behind the audio)
     and return quickly: an interruption arriving while it runs would cancel it.
 
-    Not supported: tools/function calls, and LLM turn-completion filtering
-    (``FilterIncompleteUserTurnStrategies``), which needs the model to emit markers.
+    Tools: an intent with ``tool = "..."`` runs a tool the call registered, through Pipecat's
+    function calling (bot.providers.scripted_tools). Not supported: LLM turn-completion
+    filtering (``FilterIncompleteUserTurnStrategies``), which needs the model's markers.
     """
 
     def __init__(
@@ -449,6 +458,7 @@ class ScriptedResponder(LLMService):
         on_end_call: EndCallHook | None = None,
         token_delay_s: float = 0.0,
         by_language: dict[str, Knowledge] | None = None,
+        captures: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         """Create the responder.
@@ -460,6 +470,7 @@ class ScriptedResponder(LLMService):
             token_delay_s: Pause between streamed words. 0 still yields to the event loop
                 between words; a small value mimics a real LLM's pacing in demos and tests.
             by_language: Knowledge per language tag (``hi-IN``), for a call that switches.
+            captures: The call's dict for the tool arguments taken from the caller's words.
             **kwargs: Passed to ``LLMService``.
         """
         settings = _scripted_settings()
@@ -471,6 +482,7 @@ class ScriptedResponder(LLMService):
         self._on_end_call = on_end_call
         self._token_delay_s = token_delay_s
         self.last_match: Match | None = None
+        self._tools = ToolTurns(knowledge, captures)
 
     @property
     def knowledge(self) -> Knowledge:
@@ -492,9 +504,10 @@ class ScriptedResponder(LLMService):
             return Match(None, self._knowledge.greeting, special="greeting")
         # Answer the newest message; only if it means nothing on its own, read it together
         # with the unanswered ones before it (one request split by a cut-off answer).
-        match = self._knowledge.match(texts[-1] if texts else "")
+        knowledge = self._tools.active(self.has_function)  # tool intents: tool registered
+        match = knowledge.match(texts[-1] if texts else "")
         if match.intent is None and len(texts) > 1:
-            match = self._knowledge.match(" ".join(texts))
+            match = knowledge.match(" ".join(texts))
         return match
 
     async def run_inference(
@@ -517,21 +530,33 @@ class ScriptedResponder(LLMService):
         else:
             await self.push_frame(frame, direction)
 
+    async def push_frame(
+        self, frame: Frame, direction: FrameDirection = FrameDirection.DOWNSTREAM
+    ) -> None:
+        """Push as the base does; a result of our own tool call is noted on the way."""
+        self._tools.note(frame)
+        await super().push_frame(frame, direction)
+
     async def _respond(self, context: LLMContext) -> None:
         started = time.perf_counter()
         await self.push_frame(LLMFullResponseStartFrame())
         await self.start_processing_metrics()
         await self.start_ttfb_metrics()
-        match = self.reply_for(context)
-        self.last_match = match
-        logger.info(
-            f"{self}: {match.name} (score {match.score}, matched {list(match.matched)}) "
-            f"in {(time.perf_counter() - started) * 1000:.1f} ms"
-        )
-        await self._stream(match.answer)
+        results, texts = self._tools.take(), _pending_user_texts(context)
+        match = None  # asked again for a tool's result only: say it (or nothing)
+        if not self._tools.only_results(texts, results, context):
+            match = self.last_match = self.reply_for(context)
+            logger.info(
+                f"{self}: {match.name} (score {match.score}, matched {list(match.matched)}) "
+                f"in {(time.perf_counter() - started) * 1000:.1f} ms"
+            )
+        plan = self._tools.plan(match, " ".join(texts), context)
+        await self._stream(" ".join(t for t in (plan.say, *results) if t))
+        if plan.call is not None:
+            await self.run_function_calls([plan.call])
         await self.stop_processing_metrics()
         await self.push_frame(LLMFullResponseEndFrame())
-        if match.end_call and self._on_end_call is not None:
+        if match is not None and match.end_call and self._on_end_call is not None:
             await self._end_call(self._on_end_call, match)
 
     async def _stream(self, answer: str) -> None:

@@ -219,6 +219,7 @@ class CallSession:
             shared=shared,
             end_call=self.end_call,
             system_prompt=self._base_prompt,
+            captures=self.agent.captures,
             **self.languages.provider_fields,
         )
 

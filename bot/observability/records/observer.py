@@ -512,6 +512,7 @@ class CallObserver(BaseObserver):
         if agent is not None:
             record["outcome"] = agent.get("outcome")
             record["agent"] = agent
+            record["captures"] = agent.get("captures") or {}
         record["summary"] = summarize(record)
         return mask_values(self.redactor.tree(record), masked)
 
