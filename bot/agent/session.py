@@ -39,7 +39,13 @@ from bot.agent.builtin import (
     transfer_call_handler,
 )
 from bot.agent.config import AgentConfig
-from bot.agent.context import ContextResult, context_payload, fetch_context, recall_context
+from bot.agent.context import (
+    ContextResult,
+    context_payload,
+    fetch_context,
+    recall_context,
+    remember_context,
+)
 from bot.agent.digits import DigitCollector
 from bot.agent.guard import TurnGuard
 from bot.agent.tools import HttpToolConfig, HttpToolRunner, ToolCallRecord, tools_schema
@@ -135,6 +141,27 @@ class CallAgent:
         custom.pop("sample-rate", None)
         custom.pop("sample_rate", None)
         return cls(config, variables, store=store, custom_parameters=custom)
+
+    @classmethod
+    async def preload_context(
+        cls,
+        config: AgentConfig,
+        info: Any,
+        *,
+        store: StateStore,
+        query: Mapping[str, str] | None = None,
+    ) -> ContextResult | None:
+        """The context answer before the call's pipeline is built, so its ``language`` can
+        choose the call's providers: recalled from the dynamic URL's fetch, else fetched now
+        (bounded by its timeout, which the greeting waits for anyway). Kept in the store, so
+        the call's own agent recalls it instead of asking again."""
+        if not config.context_url:
+            return None
+        agent = cls.for_call(config, info, store=store, query=query)
+        result = await agent._load_context()
+        if agent.call_sid:
+            await remember_context(store, agent.call_sid, result)
+        return result
 
     @property
     def call_sid(self) -> str:

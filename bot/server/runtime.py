@@ -21,6 +21,7 @@ from fastapi import WebSocket
 from loguru import logger
 from starlette.requests import HTTPConnection
 
+from bot.agent.session import CallAgent
 from bot.agent.transfer import transfer_for
 from bot.config import Settings
 from bot.conversation.holding import start_phrase_cache
@@ -35,7 +36,7 @@ from bot.observability.records import watch_call
 from bot.providers import ProviderChoice, SharedResources, load_shared_resources
 from bot.server.startup import RoomConfigs, load_room_configs
 from bot.state import MemoryStore, ResilientStore, StateStore, open_store
-from bot.telephony.call import CallSession, read_handshake
+from bot.telephony.call import CallInfo, CallSession, read_handshake
 
 # After the last call ends, wait this long for another before giving memory back.
 RELEASE_MEMORY_AFTER_SECS = 1.0
@@ -254,6 +255,7 @@ class Runtime:
             return
         # A call the dialer placed: its variables, and the answer gate (bot.dialer.outbound).
         outbound = await outbound_call_for(self.store, info)
+        await self._preload_context(info, websocket)
         with logger.contextualize(call_sid=info.call_sid, stream_sid=info.stream_sid):
             logger.info(
                 f"call started: from {info.from_number or '?'} to {info.to_number or '?'}, "
@@ -280,6 +282,18 @@ class Runtime:
             if outbound is not None:
                 outbound.attach(session)
             await self._run_session(session, outbound)
+
+    async def _preload_context(self, info: CallInfo, websocket: WebSocket) -> None:
+        """The context webhook's answer before the call is built: its ``language`` picks the
+        call's STT, voice and phrases (the rest of the answer is applied by the call)."""
+        config = self.rooms.agent if self.rooms else None
+        if config is None or not config.context_url:
+            return
+        loaded = await CallAgent.preload_context(
+            config, info, store=self.store, query=dict(websocket.query_params)
+        )
+        if loaded is not None and loaded.answer is not None and loaded.answer.language:
+            info.context_language = loaded.answer.language
 
     async def _note_call(self, call_sid: str, record: dict) -> None:
         """Write the call's record; a store that refuses it costs a log line, not the call."""

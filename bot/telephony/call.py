@@ -56,6 +56,8 @@ class CallInfo(ExotelStart):
     """Who is calling (from Exotel's ``start``) and the rate the stream runs at."""
 
     sample_rate: int = 8000
+    # The context webhook's ``language``, when it was fetched before the pipeline was built.
+    context_language: str | None = None
 
     @classmethod
     def from_start(cls, start: ExotelStart, sample_rate: int) -> CallInfo:

@@ -72,6 +72,10 @@ async def _app(seen: list[Seen]) -> web.Application:
             {"variables": {"customer_name": "Asha", "tier": 2}, "greeting": "Hi {{customer_name}}"}
         )
 
+    async def hindi_context(request: web.Request) -> web.Response:
+        await record(request)
+        return web.json_response({"language": "hi-IN", "variables": {"customer_name": "Asha"}})
+
     async def badcontext(request: web.Request) -> web.Response:
         await record(request)
         return web.json_response({"variables": ["not", "a", "table"]})
@@ -85,6 +89,7 @@ async def _app(seen: list[Seen]) -> web.Application:
     app.router.add_route("*", "/notjson", notjson)
     app.router.add_post("/context", context)
     app.router.add_post("/badcontext", badcontext)
+    app.router.add_post("/hindi-context", hindi_context)
     return app
 
 

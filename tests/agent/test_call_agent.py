@@ -330,3 +330,21 @@ async def test_the_dynamic_url_fetches_the_context_once_for_the_stream(fakes, se
     assert seen.body["from"] == "+919800000000"
     assert seen.body["custom_parameters"] == {"lead": "7"}
     assert fakes.cartesia.transcripts[0] == "Hi Asha"
+
+
+async def test_the_context_answer_language_makes_the_call_hindi(fakes, server, monkeypatch):
+    """The context webhook's ``language`` is known before the call is built (the runtime
+    preloads the answer), so the call listens, greets and speaks in it."""
+    from bot.languages import DEFAULT_PHRASES
+
+    hindi = DEFAULT_PHRASES["hi-IN"]
+    monkeypatch.setenv("CARTESIA_VOICE_ID_HI_IN", "hindi-voice-0001")
+    monkeypatch.setenv("AGENT_LANGUAGES", "en-IN,hi-IN")
+    async with bot_on_fakes(fakes) as (url, runtime):
+        use_agent(runtime, {"context_url": f"{server.base}/hindi-context"})
+        await ExotelSimulator(CallConfig(url=url, wait_timeout=10)).run(
+            [WaitForBot(gap=0.3), Hangup()]
+        )
+    assert len(server.seen) == 1  # fetched once: the call's own agent recalls the answer
+    assert fakes.deepgram.connections[0].query["language"] == "hi"
+    assert fakes.cartesia.transcripts[0] == hindi.greeting
