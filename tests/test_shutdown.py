@@ -57,6 +57,9 @@ async def test_sigterm_drains_then_says_goodbye_and_exits(tmp_path):
             "BOT_TTS": "cartesia",
             "SHUTDOWN_DRAIN_SECS": "1.5",
             "HOLDING_MODE": "off",
+            # Its own phrase cache: a shared one may hold the goodbye already, and then
+            # the fake TTS would never be asked for it.
+            "HOLDING_CACHE_DIR": str(tmp_path / "phrases"),
             "LOG_LEVEL": "INFO",
             "BOT_DATA_DIR": str(tmp_path / "data"),
         }

@@ -67,6 +67,10 @@ _TIME = re.compile(
 _HOUR = re.compile(rf"{_DAYPART}(?<!\d)(?P<h>\d{{1,2}}){_MERIDIEM}{_END}(?:\s?बजे)?", re.IGNORECASE)
 _ORDINAL = re.compile(r"(?<!\d)(?P<n>\d+)(?:st|nd|rd|th)" + _END, re.IGNORECASE)
 _PERCENT = re.compile(r"(?<![\d,.])(?P<n>\d+(?:\.\d+)?)\s?%")
+# A code mixing letters and digits (an order "A123", a vehicle "KA01AB1234"): read as written,
+# its digits one by one ("A one two three"), never as a number glued to a letter.
+_CODE = re.compile(r"(?<!\w)(?=[^\W\d_]*\d)(?=\d*[^\W\d_])[^\W_]+(?!\w)")
+_CODE_PART = re.compile(r"\d+|[^\W\d_]+")
 _LONG_DIGITS = re.compile(r"(?<![\d,.])\d{7,}(?![\d,])")
 _NUMBER = re.compile(r"(?<![\d,.])(?P<int>\d{1,3}(?:,\d{2,3})+|\d+)(?P<dec>\.\d+)?(?![\d,])")
 
@@ -81,6 +85,11 @@ def cardinal(n: int, language: str) -> str:
 def digit_words(digits: str, language: str) -> str:
     """Each digit as a word: "4821" -> "four eight two one" / "चार आठ दो एक"."""
     return " ".join(cardinal(int(c), language) for c in digits if c.isdigit())
+
+
+def _code(code: str, language: str) -> str:
+    parts = _CODE_PART.findall(code)
+    return " ".join(digit_words(p, language) if p[0].isdigit() else p for p in parts)
 
 
 def _decimal(fraction: str, language: str) -> str:
@@ -222,6 +231,7 @@ _RULES: tuple[tuple[re.Pattern, Callable[[re.Match, str], str]], ...] = (
     (_HOUR, _time),
     (_PERCENT, _percent),
     (_ORDINAL, _ordinal),
+    (_CODE, lambda m, lang: _code(m.group(0), lang)),
     # Seven digits or more without grouping are ids (order, account): digit by digit.
     (_LONG_DIGITS, lambda m, lang: digit_words(m.group(0), lang)),
     (_NUMBER, lambda m, lang: _number(m["int"], m["dec"], lang)),

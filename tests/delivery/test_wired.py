@@ -81,7 +81,8 @@ async def test_a_call_is_delivered_signed_after_three_failures_and_shown(
     roles = [(t["role"], t["text"]) for t in data["turns"]]
     assert roles[0] == ("bot", "Hello, how can I help?")  # the greeting
     assert ("caller", "my order is A123") in roles
-    assert ("bot", "Order A123 ships tomorrow.") in roles
+    # What was spoken: the code read as written (bot.languages.numbers).
+    assert ("bot", "Order A one two three ships tomorrow.") in roles
     assert data["providers"] == {"stt": "deepgram", "llm": "openai", "tts": "cartesia"}
     assert data["latency"]["turns"] == 1 and data["latency"]["response_latency"]["p50_ms"] > 0
     # Extraction validated: the good field kept, the wrong-typed one dropped and named.

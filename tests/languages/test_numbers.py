@@ -27,6 +27,8 @@ EN = [
         "Call plus nine one, nine eight seven six five, four three two one zero",
     ),
     ("Call 9876543210 now", "Call nine eight seven six five, four three two one zero now"),
+    ("Order A123 ships tomorrow.", "Order A one two three ships tomorrow."),
+    ("Vehicle KA01AB1234", "Vehicle KA zero one AB one two three four"),
     ("Toll free 1800 123 4567", "Toll free one eight hundred, one two three, four five six seven"),
     ("call 080 2345 6789", "call zero eight zero, two three four five, six seven eight nine"),
     ("Your OTP is 482913", "Your OTP is four eight two nine one three"),
