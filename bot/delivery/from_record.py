@@ -40,7 +40,9 @@ def call_ended_data(record: Mapping[str, Any], context: CallContext) -> CallEnde
     started = _parse_time(record.get("started_at"))
     duration = float(record.get("duration_secs") or 0.0)
     outcome, detail = call_outcome(record, context.transfer)
-    language = record.get("language") or context.language
+    languages = [str(tag) for tag in record.get("languages") or []]
+    # The call's language: the record's (the last turn's, after any switch), else the default.
+    language = record.get("language") or (languages[-1] if languages else context.language)
     return CallEndedData(
         call_sid=str(record["call_sid"]),
         stream_sid=str(record.get("stream_sid") or ""),
@@ -56,7 +58,7 @@ def call_ended_data(record: Mapping[str, Any], context: CallContext) -> CallEnde
         custom_parameters={str(k): str(v) for k, v in custom.items()},
         variables=dict(record.get("variables") or {}),
         language=language,
-        languages=list(record.get("languages") or ([language] if language else [])),
+        languages=languages or ([language] if language else []),
         turns=transcript(record, context.greeting),
         tool_calls=list(record.get("tool_calls") or []),
         latency=latency_summary(record),

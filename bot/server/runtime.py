@@ -144,7 +144,7 @@ class Runtime:
             store,
             context=CallContext(
                 providers={k: getattr(self.choice, k).name for k in ("stt", "llm", "tts")},
-                language=self.settings.bot_language,
+                language=self.rooms.languages.starting_language if self.rooms else None,
                 greeting=self.settings.bot_greeting,
             ),
             analysis=self.rooms.analysis if self.rooms else None,
