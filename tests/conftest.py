@@ -39,3 +39,20 @@ def _private_caches(tmp_path_factory, monkeypatch):
     cache = tmp_path_factory.getbasetemp() / "bot-cache"
     monkeypatch.setenv("HOLDING_CACHE_DIR", str(cache / "phrases"))
     monkeypatch.setenv("EXOTEL_BOT_CACHE_DIR", str(cache))
+
+
+# Files whose tests load the offline speech models without the ``models`` mark (the demo runs
+# them in its own server process).
+OFFLINE_MODEL_FILES = {"test_demo.py"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Groups for pytest-xdist's ``--dist loadgroup`` (how ``make test`` runs): each file is
+    one group, as with ``loadfile``, except the tests that run the offline models, which share
+    one group and so run one after another on one worker. Most tests wait on audio played at
+    real time, but two Whisper transcriptions at once on 2 cores can take a call past its
+    4 s fault timeout."""
+    for item in items:
+        heavy = item.get_closest_marker("models") or item.path.name in OFFLINE_MODEL_FILES
+        group = "offline-models" if heavy else str(item.path)
+        item.add_marker(pytest.mark.xdist_group(group))
