@@ -25,6 +25,20 @@ MAX_FUNCTION_LINES = 80
 # languages sit beside everyone (anyone may import them, they import only the bottom).
 BOTTOM = {"config", "serializers"}
 BESIDE = {"observability", "state", "languages"}
+# The product: the server and every room it may reach (what the kit and the cli may use).
+PRODUCT = (
+    {
+        "server",
+        "telephony",
+        "conversation",
+        "agent",
+        "providers",
+        "delivery",
+        "dialer",
+    }
+    | BOTTOM
+    | BESIDE
+)
 ALLOWED: dict[str, set[str]] = {
     "serializers": set(),
     "config": {"serializers"},
@@ -37,37 +51,12 @@ ALLOWED: dict[str, set[str]] = {
     "telephony": {"conversation", "agent", "providers"} | BOTTOM | BESIDE,
     "delivery": {"providers"} | BOTTOM | BESIDE,
     "dialer": {"agent"} | BOTTOM | BESIDE,
-    "server": {"telephony", "conversation", "agent", "providers", "delivery", "dialer"}
-    | BOTTOM
-    | BESIDE,
+    "server": PRODUCT - {"server"},
     # The phone-less call is a client: it knows the wire and reads records, nothing inside.
     "simulator": BOTTOM | BESIDE,
     # The kit may use the product (it runs the real server); the product never uses the kit.
-    "testing": {
-        "simulator",
-        "server",
-        "telephony",
-        "conversation",
-        "agent",
-        "providers",
-        "delivery",
-        "dialer",
-    }
-    | BOTTOM
-    | BESIDE,
-    "cli": {
-        "testing",
-        "simulator",
-        "server",
-        "telephony",
-        "conversation",
-        "agent",
-        "providers",
-        "delivery",
-        "dialer",
-    }
-    | BOTTOM
-    | BESIDE,
+    "testing": PRODUCT | {"simulator"},
+    "cli": PRODUCT | {"simulator", "testing"},
 }
 SERVING = {"server", "telephony", "conversation", "agent", "providers", "observability"}
 # Modules whose room is not their folder's: the command-line entry and the old address of the

@@ -4,15 +4,11 @@ tool and context server (tests/agent/conftest.py)."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
-from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
-from bot.agent import parse_agent_config
 from bot.observability.logs import setup_logging
 from bot.simulator import (
     BargeIn,
@@ -26,20 +22,9 @@ from bot.simulator import (
     WaitForBotHangup,
 )
 from bot.testing.fakes import FakeCartesia, FakeDeepgram, FakeOpenAI, FakeProviders, ToolCall
+from tests.agent.kit import order_tool, record_of, use_agent
 from tests.callkit import captured_logs
 from tests.helpers import bot_on_fakes, tone
-
-ORDER_TOOL = {
-    "name": "lookup_order",
-    "description": "Look up an order's delivery status by its number",
-    "url": "{base}/echo/orders/{{{{order_id}}}}",
-    "method": "GET",
-    "parameters": {
-        "type": "object",
-        "properties": {"order_id": {"type": "string"}},
-        "required": ["order_id"],
-    },
-}
 
 
 @pytest.fixture
@@ -51,12 +36,6 @@ async def fakes():
     )
     async with providers:
         yield providers
-
-
-def use_agent(runtime: Any, agent: dict | None = None, tools: list | None = None) -> None:
-    """Give the runtime an agent config (sessions read it when they are built)."""
-    config = parse_agent_config(agent, tools, environ={})
-    runtime.rooms = dataclasses.replace(runtime.rooms, agent=config)
 
 
 def tool_text(messages: list[dict]) -> str:
@@ -75,11 +54,6 @@ def asked(messages: list[dict], name: str) -> bool:
     )
 
 
-def record_of(records: Path) -> dict:
-    (path,) = list(records.rglob("*.json"))
-    return json.loads(path.read_text())
-
-
 async def test_order_lookup_reaches_the_tool_and_its_answer_is_spoken(fakes, server, tmp_path):
     fakes.deepgram.add_transcripts("where is my order 42")
 
@@ -91,7 +65,7 @@ async def test_order_lookup_reaches_the_tool_and_its_answer_is_spoken(fakes, ser
         return "Let me check."
 
     fakes.openai.responder = respond
-    tool = {**ORDER_TOOL, "url": ORDER_TOOL["url"].format(base=server.base)}
+    tool = order_tool(server.base)
     async with bot_on_fakes(fakes, call_records_dir=tmp_path) as (url, runtime):
         use_agent(runtime, tools=[tool])
         config = CallConfig(url=url, wait_timeout=10)
@@ -126,7 +100,7 @@ async def test_a_tool_that_times_out_gets_an_apology_and_the_call_goes_on(fakes,
         return "One moment."
 
     fakes.openai.responder = respond
-    tool = {**ORDER_TOOL, "url": f"{server.base}/slow", "timeout_secs": 0.5}
+    tool = {**order_tool(server.base), "url": f"{server.base}/slow", "timeout_secs": 0.5}
     async with bot_on_fakes(fakes, call_records_dir=tmp_path) as (url, runtime):
         use_agent(runtime, tools=[tool])
         rec = await ExotelSimulator(CallConfig(url=url, wait_timeout=10)).run(

@@ -4,14 +4,11 @@ calling, in whole calls over the real server (fake Deepgram and Cartesia, a loca
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
-from pathlib import Path
 
 import httpx
 import pytest
 
-from bot.agent import parse_agent_config
 from bot.providers.scripted import load_knowledge, parse_knowledge
 from bot.simulator import (
     CallConfig,
@@ -23,6 +20,7 @@ from bot.simulator import (
     WaitForBotHangup,
 )
 from bot.testing.fakes import FakeCartesia, FakeDeepgram, FakeOpenAI, FakeProviders
+from tests.agent.kit import order_tool, record_of, use_agent
 from tests.helpers import bot_on_fakes, tone
 
 KNOWLEDGE = """
@@ -40,20 +38,6 @@ error_answer = "Sorry, the order desk is not answering."
 """
 
 
-def order_tool(base: str) -> dict:
-    return {
-        "name": "lookup_order",
-        "description": "Look up an order's delivery status by its number",
-        "url": base + "/echo/orders/{{order_id}}",
-        "method": "GET",
-        "parameters": {
-            "type": "object",
-            "properties": {"order_id": {"type": "string"}},
-            "required": ["order_id"],
-        },
-    }
-
-
 @pytest.fixture
 async def fakes():
     providers = FakeProviders(
@@ -67,13 +51,7 @@ async def fakes():
 
 def use(runtime, knowledge, agent: dict | None = None, tools: list | None = None) -> None:
     runtime.shared.knowledge = knowledge
-    config = parse_agent_config(agent, tools, environ={})
-    runtime.rooms = dataclasses.replace(runtime.rooms, agent=config)
-
-
-def record_of(records: Path) -> dict:
-    (path,) = list(records.rglob("*.json"))
-    return json.loads(path.read_text())
+    use_agent(runtime, agent, tools)
 
 
 async def one_question(fakes, url: str) -> tuple[CallConfig, object]:
