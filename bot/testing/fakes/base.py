@@ -183,9 +183,14 @@ class FakeServer:
 
 
 class WebSocketFake(FakeServer):
-    """A fake whose protocol is one WebSocket endpoint (Deepgram, Cartesia)."""
+    """A fake whose protocol is WebSocket endpoints (Deepgram, Cartesia: one; Sarvam: two)."""
 
     path: str = "/"
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        """The endpoints the handshake accepts (every other path answers 404)."""
+        return (self.path,)
 
     def __init__(self, *, api_key: str | None, port: int) -> None:
         super().__init__(api_key=api_key, port=port)
@@ -215,7 +220,7 @@ class WebSocketFake(FakeServer):
     ) -> WsResponse | None:
         """Answer the opening handshake the way the provider does before any message flows."""
         path, query = split_target(request.path)
-        if path != self.path:
+        if path not in self.paths:
             return connection.respond(HTTPStatus.NOT_FOUND, "Not Found\n")
         if self._faults.fire("refuse"):
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "Service Unavailable\n")

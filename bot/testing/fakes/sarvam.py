@@ -99,18 +99,9 @@ class FakeSarvam(WebSocketFake):
     def add_transcripts(self, *texts: str) -> None:
         self.transcripts.extend(texts)
 
-    def _process_request(self, connection: ServerConnection, request: Any) -> Any:
-        """Two endpoints on one port; otherwise the base class's handshake rules."""
-        path, query = split_target(request.path)
-        if path not in (STT_PATH, TTS_PATH):
-            return connection.respond(HTTPStatus.NOT_FOUND, "Not Found\n")
-        if self._faults.fire("refuse"):
-            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "Service Unavailable\n")
-        problem = self._handshake_problem(request.headers, query)
-        if problem is not None:
-            self.rejected += 1
-            return connection.respond(*problem)
-        return None
+    @property
+    def paths(self) -> tuple[str, ...]:
+        return (STT_PATH, TTS_PATH)  # two endpoints on one port
 
     def _handshake_problem(
         self, headers: Headers, query: Mapping[str, str]
