@@ -17,7 +17,6 @@ transform that returns at once when a sentence has no digit.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -46,8 +45,6 @@ from bot.languages import (
     normalise_for_speech,
 )
 from bot.providers.languages import ENGLISH, call_system_prompt, switch_deltas
-
-_SPEAKABLE_NUMBER = re.compile(r"[\d₹०-९]")
 
 
 def english_phrases(settings: Settings, book: PhraseBook | None) -> Phrases:
@@ -137,8 +134,6 @@ class CallLanguageState:
 
     def speakable(self, text: str) -> str:
         """``text`` with its numbers in words, in the call's current language."""
-        if not _SPEAKABLE_NUMBER.search(text):
-            return text
         return normalise_for_speech(text, self.language)
 
 

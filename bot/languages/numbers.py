@@ -238,11 +238,13 @@ _RULES: tuple[tuple[re.Pattern, Callable[[re.Match, str], str]], ...] = (
 )
 
 SPOKEN_NUMBER_LANGUAGES = ("en-IN", "hi-IN")
+_ANY_DIGIT = re.compile(r"\d")  # Unicode digits: Devanagari ones too
 
 
 def normalise_for_speech(text: str, language: str) -> str:
     """``text`` with its numbers written as ``language`` speaks them (a full tag)."""
-    if language not in SPOKEN_NUMBER_LANGUAGES or not any(c.isdigit() for c in text):
+    # It runs on every sentence the bot says: one regex scan when there is nothing to read.
+    if language not in SPOKEN_NUMBER_LANGUAGES or not _ANY_DIGIT.search(text):
         return text
     text = text.translate(_DEVANAGARI_DIGITS)
     for pattern, read in _RULES:
