@@ -42,34 +42,24 @@ def _json_sink(message: Any) -> None:
     sys.stderr.write(json.dumps(line) + "\n")
 
 
-KEYPAD_MASK = "\u2022"
-
-
-def mask_call_values(record: dict[str, Any]) -> None:
-    """Mask the values the call put under ``extra["masked"]`` (its keypad entries): a call
-    runs in ``logger.contextualize(masked=<list>)`` and adds an entry once it is keyed."""
-    values = record["extra"].get("masked")
-    if values:
-        message = record["message"]
-        for value in values:
-            message = message.replace(value, KEYPAD_MASK * len(value))
-        record["message"] = message
-
-
 def setup_logging(level: str = "INFO", fmt: str = "text", secrets: Iterable[str] = ()) -> None:
     """Replace loguru's default sink with ours (text or JSON).
 
     ``secrets`` are masked in every message as a second line of defence: nothing should
     format them into a message in the first place.
     """
-    from bot.observability.records import Redactor
+    from bot.observability.records.redaction import Redactor, mask_values
 
     redactor = Redactor(list(secrets))
 
     def patch(record: Any) -> None:
         _add_ids(record)
         redactor.patch_log_record(record)
-        mask_call_values(record)
+        # A call runs in ``logger.contextualize(masked=<list>)`` and adds its keypad entries
+        # once keyed: they are masked in every line it logs.
+        masked = record["extra"].get("masked")
+        if masked:
+            record["message"] = mask_values(record["message"], masked)
 
     logger.remove()
     logger.configure(patcher=patch)
