@@ -698,7 +698,7 @@ def print_turn_model_cpu(steps: list[Step]) -> None:
     off = {s.calls: s.cpu_per_call for s in steps if s.bot == "ours"}
     for s in steps:
         base = off.get(s.calls)
-        if not s.bot.startswith("ours+") or s.cpu_per_call is None or base is None:
+        if "smart-turn" not in s.bot or s.cpu_per_call is None or base is None:
             continue
         delta = (s.cpu_per_call - base) * 100
         verdict = "ok" if delta <= TURN_MODEL_CPU_BUDGET_POINTS else "OVER"
@@ -717,7 +717,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--turn-models",
         default="off",
-        help="ours once per entry: off, smart-turn, smart-turn@0.5[/long] (latency.py's)",
+        help="ours once per entry: off, late-guess, smart-turn, smart-turn@0.5[/long]",
     )
     parser.add_argument(
         "--duration", type=float, default=0.0, help="make each call last about this long (s)"

@@ -261,36 +261,66 @@ def _settings_names() -> set[str]:
 def bot_specs() -> dict[str, BotSpec]:
     """ours (its Settings defaults), stock (smart-turn) and tuned (speech timeout as ours)."""
     from bot.config import Settings
+    from bot.conversation.turns import guess_windows
 
-    stop = Settings.model_fields["vad_stop_secs"].default
     wait = Settings.model_fields["turn_speech_timeout_secs"].default
+    # Ours on the fake Deepgram (a streaming STT): the VAD reports its stop early and the
+    # turn waits the rest of the window on top of the speech timeout (bot.conversation.turns).
+    early = guess_windows(Settings(), speculative=True, streaming_stt=True)
     return {
-        "ours": BotSpec("ours", "ours", "/exotel/ws", stop, wait, speculative=True),
+        "ours": BotSpec(
+            "ours",
+            "ours",
+            "/exotel/ws",
+            early.vad_stop_secs,
+            wait + early.extra_wait,
+            speculative=True,
+        ),  # fmt: skip
         "stock": BotSpec("stock", "stock Pipecat (example defaults)", "/ws", 0.2, 0.0),
         "tuned": BotSpec("tuned", "Pipecat tuned by config only", "/ws", 0.2, wait),
     }
 
 
+LATE_GUESS = "late-guess"  # TURN_GUESS_AFTER_SECS=0: the LLM asked at the 0.2 s VAD stop
+
+
 def with_turn_model(bot: BotSpec, model: str) -> BotSpec:
     """``ours`` with ``TURN_MODEL`` set: ``off``, ``smart-turn``, or ``smart-turn@0.5`` (the
-    threshold) and ``smart-turn@0.5/long`` ("incomplete" waits the unfinished timeout).
-    Named ``ours`` when off and ``ours+<model>`` otherwise; its floor's turn wait is 0 when on
-    (a "complete" verdict answers at once)."""
+    threshold) and ``smart-turn@0.5/long`` ("incomplete" waits the unfinished timeout); or
+    ``late-guess``, the model off and the guess made at the VAD stop as before
+    ``TURN_GUESS_AFTER_SECS``. Named ``ours`` when off and ``ours+<model>`` otherwise; with
+    the model its floor's turn wait is what the early stop left of the VAD window (a
+    "complete" verdict answers at the configured VAD stop)."""
     if model == "off" or not bot.name.startswith("ours"):
         return bot
+    if model == LATE_GUESS:
+        stop = bot.vad_stop_secs + (extra := bot.turn_wait_secs - _speech_timeout())
+        return replace(
+            bot, name=f"ours+{model}", label="ours, TURN_GUESS_AFTER_SECS=0",
+            vad_stop_secs=round(stop, 6), turn_wait_secs=round(bot.turn_wait_secs - extra, 6),
+            settings_env=(("TURN_GUESS_AFTER_SECS", "0"),),
+        )  # fmt: skip
     name, _, tail = model.partition("@")
     threshold, _, policy = tail.partition("/")
     if name != "smart-turn" or policy not in ("", "long"):
-        raise SystemExit(f"--turn-models: off, smart-turn, smart-turn@0.9[/long] (got {model})")
+        raise SystemExit(
+            f"--turn-models: off, {LATE_GUESS}, smart-turn, smart-turn@0.9[/long] (got {model})"
+        )
     env = [("TURN_MODEL", name)]
     if threshold:
         env.append(("TURN_MODEL_THRESHOLD", threshold))
     if policy:
         env.append(("TURN_MODEL_INCOMPLETE", "unfinished-timeout"))
     return replace(
-        bot, name=f"ours+{model}", label=f"ours, TURN_MODEL={model}", turn_wait_secs=0.0,
-        settings_env=tuple(env),
+        bot, name=f"ours+{model}", label=f"ours, TURN_MODEL={model}",
+        turn_wait_secs=round(bot.turn_wait_secs - _speech_timeout(), 6), settings_env=tuple(env),
     )  # fmt: skip
+
+
+def _speech_timeout() -> float:
+    from bot.config import Settings
+
+    return Settings.model_fields["turn_speech_timeout_secs"].default
 
 
 def parse_turn_models(text: str) -> list[str]:

@@ -806,7 +806,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--turn-models",
         default="off",
-        help="ours once per entry, side by side: off, smart-turn, smart-turn@0.5 (threshold), "
+        help="ours once per entry, side by side: off, late-guess (TURN_GUESS_AFTER_SECS=0: "
+        "the LLM asked at the 0.2 s VAD stop), smart-turn, smart-turn@0.5 (threshold), "
         "smart-turn@0.5/long (incomplete waits the unfinished timeout)",
     )
     parser.add_argument("--call-timeout", type=float, default=240.0)

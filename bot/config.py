@@ -89,6 +89,10 @@ class Settings(BaseSettings):
     turn_unfinished_timeout_secs: float = Field(1.2, ge=0, le=5)
     # Ask the LLM at the VAD stop and hold its answer until the turn ends (bot.conversation.turns).
     turn_speculative: bool = True
+    # With it, the silence after which the STT finalizes and the LLM is asked; the turn still
+    # ends VAD_STOP_SECS + TURN_SPEECH_TIMEOUT_SECS after the last word (bot.conversation.turns).
+    # 0 (or >= VAD_STOP_SECS): at the VAD stop. Streaming STTs only.
+    turn_guess_after_secs: float = Field(0.1, ge=0, le=2)
     # Pause the bot at the caller's first voiced window, resume if it was not speech.
     barge_in_pause: bool = True
 

@@ -24,6 +24,7 @@ from pipecat.processors.aggregators.llm_response_universal import (
     LLMUserAggregatorParams,
 )
 from pipecat.processors.frame_processor import FrameCallback, FrameDirection, FrameProcessor
+from pipecat.services.stt_service import SegmentedSTTService
 from pipecat.transports.base_transport import BaseTransport
 from pipecat.turns.user_start import (
     TranscriptionUserTurnStartStrategy,
@@ -34,10 +35,11 @@ from pipecat.turns.user_turn_strategies import UserTurnStrategies
 from bot.agent import CancelSafeAssistantAggregator, ToolRegistration, register_tools
 from bot.agent.session import CallAgent
 from bot.config import Settings
-from bot.conversation.turn_hybrid import with_turn_model
+from bot.conversation.turn_hybrid import notify_held_answers, with_turn_model
 from bot.conversation.turns import (
     PatientSpeechTimeoutStopStrategy,
     SpeculativeSpeechTimeoutStopStrategy,
+    guess_windows,
 )
 from bot.conversation.vad import SharedSileroVADAnalyzer, report_onsets
 from bot.providers import ProviderChoice, ProviderContext, pipecat_fixes
@@ -194,7 +196,15 @@ def build_call_pipeline(
         register_tools(llm, tools)
     if agent is not None:
         observers = [*(observers or []), agent.observer]
-    aggregators = _aggregators(context, ctx, transport, vad_analyzer)
+    aggregators = _aggregators(
+        context,
+        ctx,
+        transport,
+        vad_analyzer,
+        streaming_stt=not isinstance(stt, SegmentedSTTService),
+    )
+    # With TURN_MODEL on, the turn model may be asked once the early answer is held.
+    notify_held_answers(llm, aggregators.user()._params.user_turn_strategies)
     processors = [
         transport.input(),
         stt,  # before the aggregator: it consumes transcripts (offline-models §7.4)
@@ -214,14 +224,26 @@ def build_call_pipeline(
 
 
 def _aggregators(
-    context: LLMContext, ctx: ProviderContext, transport: BaseTransport, vad_analyzer
+    context: LLMContext,
+    ctx: ProviderContext,
+    transport: BaseTransport,
+    vad_analyzer,
+    *,
+    streaming_stt: bool,
 ) -> LLMContextAggregatorPair:
     """The user aggregator (VAD, turn strategies, idle timer) and the assistant's, ours."""
     s = ctx.settings
+    speculative = s.turn_speculative and not ctx.auto
+    # An analyzer given by the caller (tests, the Exotel demo) keeps its own stop window.
+    windows = guess_windows(
+        s, speculative=speculative, streaming_stt=streaming_stt and vad_analyzer is None
+    )
     vad = vad_analyzer or SharedSileroVADAnalyzer(
         sample_rate=ctx.in_rate,
         params=VADParams(
-            confidence=s.vad_confidence, start_secs=s.vad_start_secs, stop_secs=s.vad_stop_secs
+            confidence=s.vad_confidence,
+            start_secs=s.vad_start_secs,
+            stop_secs=windows.vad_stop_secs,
         ),
     )
     aggregators = LLMContextAggregatorPair(
@@ -232,7 +254,7 @@ def _aggregators(
             user_idle_timeout=s.idle_prompt_secs,
             user_turn_strategies=with_turn_model(
                 user_turn_strategies(
-                    s, ctx.language, speculative=s.turn_speculative and not ctx.auto
+                    s, ctx.language, speculative=speculative, extra_wait=windows.extra_wait
                 ),
                 s,
             ),
@@ -250,14 +272,20 @@ def _aggregators(
 
 
 def user_turn_strategies(
-    s: Settings, language: str | None = None, *, speculative: bool | None = None
+    s: Settings,
+    language: str | None = None,
+    *,
+    speculative: bool | None = None,
+    extra_wait: float = 0.0,
 ) -> UserTurnStrategies:
     """When a caller's turn starts (VAD or a transcript) and ends (a speech timeout).
 
     ``language``: the call's (a full tag), whose words tell an unfinished sentence; None:
     today's ``BOT_LANGUAGE``. The LLM is asked early (speculation) only for a call in a
     fixed language: an ``auto`` call decides its language when the turn is committed, so
-    the reply to a switching turn is asked for in the new language.
+    the reply to a switching turn is asked for in the new language. ``extra_wait``: what
+    the VAD's early stop took off its window (bot.conversation.turns.guess_windows), added
+    to every wait so the turn ends when it would have.
     """
     language = language or ("en-IN" if s.bot_language.lower().startswith("en") else "")
     speculative = s.turn_speculative if speculative is None else speculative
@@ -271,10 +299,11 @@ def user_turn_strategies(
                 if speculative
                 else PatientSpeechTimeoutStopStrategy
             )(
-                user_speech_timeout=s.turn_speech_timeout_secs,
+                user_speech_timeout=s.turn_speech_timeout_secs + extra_wait,
                 # Read per language (bot.languages.turns); off where a language has no list.
-                unfinished_timeout=s.turn_unfinished_timeout_secs,
+                unfinished_timeout=s.turn_unfinished_timeout_secs + extra_wait,
                 language=language,
+                extra_wait=extra_wait,
             )
         ],
     )

@@ -20,6 +20,16 @@ wait stands whatever the model says. Two knobs, both measured on the repo's synt
   7-17 % of finished sentences incomplete, so the long form puts 1.2 s on the p95; the
   short form never waits longer than today.
 
+When is the model asked? A verdict can only end a turn sooner than the speech timeout, and
+with the LLM asked early (the speculative strategy) the turn wait is only on the caller's
+clock while the held answer is ready and waiting: with an LLM slower than the wait, a
+"complete" changes nothing the caller hears. So the speculative form in the shorten-only
+policy asks the model only once the answer's first words are held by Pipecat's speculation
+gate (:func:`notify_held_answers`) and enough of the wait is left for a verdict to matter,
+on the audio as it was at the VAD stop. The other forms (the patient strategy, whose LLM is
+asked only at the turn end, and the long policy, where "incomplete" stretches the wait) ask
+at every VAD stop.
+
 With ``TURN_MODEL=off`` none of this is built: the pipeline uses the classes of
 :mod:`bot.conversation.turns` as they are, and no audio is kept.
 """
@@ -27,6 +37,7 @@ With ``TURN_MODEL=off`` none of this is built: the pipeline uses the classes of
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -35,9 +46,12 @@ from loguru import logger
 from pipecat.frames.frames import (
     Frame,
     InputAudioRawFrame,
+    LLMTextFrame,
     VADUserStartedSpeakingFrame,
     VADUserStoppedSpeakingFrame,
 )
+from pipecat.processors.frame_processor import FrameProcessor
+from pipecat.turns.speculation_gate import SpeculationState
 from pipecat.turns.types import ProcessFrameResult
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
@@ -53,6 +67,7 @@ __all__ = [
     "ModelPatientStopStrategy",
     "ModelSpeculativeStopStrategy",
     "TurnModelAsk",
+    "notify_held_answers",
     "preload_turn_model",
     "with_turn_model",
 ]
@@ -63,6 +78,9 @@ MAX_BUFFER_SECS = 8.5
 # Pipecat's analyzer keeps (and as the research clips had).
 PRE_SPEECH_SECS = 0.3
 MODEL_RATES = (8000, 16000, 24000)
+# Less of the wait left than this when the answer is held: a verdict (~26 ms of CPU, plus
+# the queue) could not come in time to end the turn any sooner.
+MIN_WAIT_LEFT_SECS = 0.04
 
 # (audio int16 bytes, sample rate, timeout secs) -> the verdict, or None if none came in time.
 TurnModelAsk = Callable[[bytes, int, float], Awaitable[TurnVerdict | None]]
@@ -91,19 +109,32 @@ class _TurnModelMixin:
         ask: TurnModelAsk | None = None,
         threshold: float = 0.9,
         incomplete_waits_long: bool = False,
+        ask_when_answer_held: bool = False,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         self._init_turn_model(
-            ask=ask, threshold=threshold, incomplete_waits_long=incomplete_waits_long
+            ask=ask,
+            threshold=threshold,
+            incomplete_waits_long=incomplete_waits_long,
+            ask_when_answer_held=ask_when_answer_held,
         )
 
     def _init_turn_model(
-        self, *, ask: TurnModelAsk | None, threshold: float, incomplete_waits_long: bool
+        self,
+        *,
+        ask: TurnModelAsk | None,
+        threshold: float,
+        incomplete_waits_long: bool,
+        ask_when_answer_held: bool = False,
     ) -> None:
         self._ask = ask or _default_ask()
         self._threshold = threshold
         self._incomplete_waits_long = incomplete_waits_long
+        # Only when a "complete" is all the verdict can do (shorten-only) and an early
+        # answer exists to be held (the module docstring).
+        self.asks_when_answer_held = ask_when_answer_held and not incomplete_waits_long
+        self._stop_audio = b""  # the turn's audio at the last VAD stop, not yet judged
         self._audio: deque[bytes] = deque()
         self._audio_bytes = 0
         self._audio_rate = 0
@@ -158,14 +189,34 @@ class _TurnModelMixin:
         await self._cancel_verdict()
         audio = self.turn_audio()
         await super()._handle_vad_user_stopped_speaking(frame)
-        if audio and self._audio_rate in MODEL_RATES and not self._user_speech_wait_done:
-            self._verdict_task = self.task_manager.create_task(
-                self._judge(audio, self._audio_rate), f"{self}::_judge"
-            )
+        if not audio or self._audio_rate not in MODEL_RATES or self._user_speech_wait_done:
+            return
+        if self.asks_when_answer_held:
+            self._stop_audio = audio  # judged if the answer comes while the turn still waits
+            return
+        self._start_judging(audio, self._user_speech_timeout)
 
-    async def _judge(self, audio: bytes, rate: int) -> None:
+    def _start_judging(self, audio: bytes, timeout: float) -> None:
+        self._verdict_task = self.task_manager.create_task(
+            self._judge(audio, self._audio_rate, timeout), f"{self}::_judge"
+        )
+
+    def answer_held(self) -> None:
+        """The early answer's first words are held: ask the model now, if its verdict could
+        still end the turn sooner (called from the LLM's push, on the event loop)."""
+        audio, self._stop_audio = self._stop_audio, b""
+        if not audio or not self._vad_stopped or self._vad_user_speaking:
+            return
+        if self._user_speech_wait_done or self._verdict_task is not None:
+            return
+        left = self._vad_stopped_at + self._wait_for(self._text) - time.monotonic()
+        if left - self.extra_wait < MIN_WAIT_LEFT_SECS:
+            return  # the turn ends before a verdict could end it sooner
+        self._start_judging(audio, left)
+
+    async def _judge(self, audio: bytes, rate: int, timeout: float) -> None:
         try:
-            verdict = await self._ask(audio, rate, self._user_speech_timeout)
+            verdict = await self._ask(audio, rate, timeout)
         except asyncio.CancelledError:
             return
         except Exception as e:  # the model's failure must never stop the turn ending
@@ -197,10 +248,13 @@ class _TurnModelMixin:
         if wait > self._user_speech_timeout:
             return wait  # the words are unfinished: their wait stands
         long_wait = self._unfinished_timeout if self._incomplete_waits_long else 0.0
-        return turn_wait(self._verdict, text, False, self._user_speech_timeout, long_wait)
+        wait = turn_wait(self._verdict, text, False, self._user_speech_timeout, long_wait)
+        # "At once" means at the configured VAD stop, not at the early one (turns.TurnWindows).
+        return max(wait, self.extra_wait)
 
     async def _cancel_verdict(self) -> None:
         self._verdict = None
+        self._stop_audio = b""
         if self._verdict_task is not None:
             task, self._verdict_task = self._verdict_task, None
             await self.task_manager.cancel_task(task)
@@ -253,7 +307,32 @@ def with_turn_model(
                 ask=ask,
                 threshold=settings.turn_model_threshold,
                 incomplete_waits_long=settings.turn_model_incomplete == "unfinished-timeout",
+                ask_when_answer_held=isinstance(strategy, ModelSpeculativeStopStrategy),
             )
         stops.append(strategy)
     strategies.stop = stops
     return strategies
+
+
+def notify_held_answers(llm: FrameProcessor, strategies: UserTurnStrategies) -> None:
+    """Tell the stop strategies that ask when the answer is held (``answer_held``) each time
+    ``llm``'s speculation gate holds a piece of an early answer's text.
+
+    Pipecat's LLM service keeps the gate private (``_speculation_gate``, 1.14) and offers no
+    event for it; a service without one (none of ours) is left alone."""
+    listeners = [
+        s.answer_held for s in strategies.stop or [] if getattr(s, "asks_when_answer_held", False)
+    ]
+    gate = getattr(llm, "_speculation_gate", None)
+    if not listeners or gate is None:
+        return
+    process = gate.process
+
+    def process_and_tell(frame: Frame, direction):
+        emitted = process(frame, direction)
+        if isinstance(frame, LLMTextFrame) and gate.state == SpeculationState.HOLDING:
+            for listener in listeners:
+                listener()
+        return emitted
+
+    gate.process = process_and_tell

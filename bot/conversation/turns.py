@@ -17,11 +17,21 @@ ends on ("...the delivery address to", "my order number is, um", "मेरा �
 turn waits ``TURN_UNFINISHED_TIMEOUT_SECS`` instead, and nothing is guessed meanwhile. The
 lists are per language (bot.languages.turns); a language without one always gets the normal
 timeout.
+
+The guess can start before the VAD's stop window is over (``TURN_GUESS_AFTER_SECS``, 0.1 s
+of silence against ``VAD_STOP_SECS`` 0.2 s): the VAD is then told to report its stop that
+early, the STT finalizes and the LLM is asked 0.1 s sooner, and every wait of the strategy
+grows by the difference (:func:`guess_windows`), so the turn ends exactly when it did, at
+``VAD_STOP_SECS`` + ``TURN_SPEECH_TIMEOUT_SECS`` after the last word. Only a streaming STT
+takes it: a segmented one (Whisper) transcribes each VAD segment whole, and cutting them at
+0.1 s pauses would cost it words and CPU. A pause of 0.1-0.2 s inside a sentence is now a
+VAD stop: the guess it starts is dropped when the caller goes on, as after any pause.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from pipecat.frames.frames import (
     EagerEndOfTurnCancelFrame,
@@ -32,11 +42,35 @@ from pipecat.frames.frames import (
 from pipecat.turns.types import ProcessFrameResult, UserTurnSpeculation
 from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy
 
+from bot.config import Settings
 from bot.languages import sounds_unfinished as sounds_unfinished_in
 from bot.languages.turns import ENGLISH_UNFINISHED
 
 # Words a spoken English sentence hardly ever ends on (bot.languages.turns has every list).
 UNFINISHED_LAST_WORDS = ENGLISH_UNFINISHED
+
+
+@dataclass(frozen=True)
+class TurnWindows:
+    """The VAD's stop window for one call, and what the stop strategy adds to its waits.
+
+    ``vad_stop_secs`` + ``extra_wait`` is always the configured ``VAD_STOP_SECS``: the turn
+    ends as long after the last word whether the guess starts early or not."""
+
+    vad_stop_secs: float
+    extra_wait: float = 0.0
+
+
+def guess_windows(s: Settings, *, speculative: bool, streaming_stt: bool) -> TurnWindows:
+    """The call's windows: the early stop when the LLM is asked early (``speculative``) and
+    the STT streams; otherwise the VAD stops after ``VAD_STOP_SECS`` as configured.
+
+    ``TURN_GUESS_AFTER_SECS`` 0, or at or above ``VAD_STOP_SECS``, switches the early stop off.
+    """
+    early = s.turn_guess_after_secs
+    if not (speculative and streaming_stt) or early <= 0 or early >= s.vad_stop_secs:
+        return TurnWindows(vad_stop_secs=s.vad_stop_secs)
+    return TurnWindows(vad_stop_secs=early, extra_wait=round(s.vad_stop_secs - early, 6))
 
 
 def sounds_unfinished(text: str, language: str = "en-IN") -> bool:
@@ -53,14 +87,22 @@ class PatientSpeechTimeoutStopStrategy(SpeechTimeoutUserTurnStopStrategy):
     """
 
     def __init__(
-        self, *, unfinished_timeout: float = 0.0, language: str = "en-IN", **kwargs
+        self,
+        *,
+        unfinished_timeout: float = 0.0,
+        language: str = "en-IN",
+        extra_wait: float = 0.0,
+        **kwargs,
     ) -> None:
         """``unfinished_timeout``: the wait after an unfinished-sounding transcript; at or
         below ``user_speech_timeout`` the words are not read. ``language``: whose words
-        (changed by the call's language switcher between turns)."""
+        (changed by the call's language switcher between turns). ``extra_wait``: the part
+        of the configured VAD stop window the VAD no longer waits (:class:`TurnWindows`);
+        both timeouts given already include it, and no wait is ever shorter."""
         super().__init__(**kwargs)
         self._unfinished_timeout = unfinished_timeout
         self.language = language
+        self.extra_wait = extra_wait
         self._vad_stopped_at = 0.0
 
     def _wait_for(self, text: str) -> float:
@@ -76,6 +118,10 @@ class PatientSpeechTimeoutStopStrategy(SpeechTimeoutUserTurnStopStrategy):
 
     async def _handle_vad_user_stopped_speaking(self, frame: VADUserStoppedSpeakingFrame) -> None:
         self._vad_stopped_at = time.monotonic()
+        if self.extra_wait:
+            # Pipecat warns when stop_secs is not its 0.2 s (its STT p99 figures assume
+            # it); the STT wait still counts from the VAD stop, so it covers as long.
+            self._stop_secs_warned = True
         await super()._handle_vad_user_stopped_speaking(frame)
         if self._transcript_finalized:  # the words came before the silence
             await self._rewait(self._text)

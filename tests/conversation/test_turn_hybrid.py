@@ -272,10 +272,11 @@ async def test_the_real_model_ends_a_sentence_at_once_and_waits_for_a_first_half
         await strategy.cleanup()
 
 
-async def test_a_call_with_the_model_on_asks_it_at_each_vad_stop():
+async def test_a_call_with_the_model_on_asks_it_once_the_answer_is_held():
     """Wired end to end: the real server, TURN_MODEL=smart-turn, the real shared session; the
-    caller's audio reaches the stop strategy and each VAD stop gets a verdict (a tone's
-    verdict means nothing; that one comes is the point)."""
+    caller's audio reaches the stop strategy, and the early answer (a 50 ms LLM, well inside
+    the speech timeout) held by the LLM's gate gets the model asked (a tone's verdict means
+    nothing; that one comes is the point)."""
     from bot.simulator import CallConfig, ExotelSimulator, Hangup, Say, WaitForBot
     from bot.testing import FakeCartesia, FakeDeepgram, FakeOpenAI, FakeProviders
     from tests.callkit import captured_logs
