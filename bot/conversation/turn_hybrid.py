@@ -209,10 +209,12 @@ class _TurnModelMixin:
             return
         if self._user_speech_wait_done or self._verdict_task is not None:
             return
-        left = self._vad_stopped_at + self._wait_for(self._text) - time.monotonic()
-        if left - self.extra_wait < MIN_WAIT_LEFT_SECS:
+        now = time.monotonic()
+        ends = self._vad_stopped_at + self._wait_for(self._text)
+        soonest = max(now, self._vad_stopped_at + self.extra_wait)  # what "complete" gives
+        if ends - soonest < MIN_WAIT_LEFT_SECS:
             return  # the turn ends before a verdict could end it sooner
-        self._start_judging(audio, left)
+        self._start_judging(audio, ends - now)
 
     async def _judge(self, audio: bytes, rate: int, timeout: float) -> None:
         try:
