@@ -98,3 +98,24 @@ def test_the_gate_tells_the_strategy_only_about_held_text():
     gate.process(LLMFullResponseStartFrame(), down)
     assert gate.process(LLMTextFrame("Nine"), down) == []  # held
     assert told == [1]
+
+
+async def test_with_the_early_stop_an_answer_held_at_once_is_judged_and_waits_the_window():
+    """The VAD stopped 0.1 s early: the answer held right away may still save the rest of
+    the 0.4 s wait, but "complete" ends the turn no sooner than the configured VAD stop."""
+    model = StubModel(0.95, delay=0.0)
+    strategy = ModelSpeculativeStopStrategy(
+        ask=model,
+        threshold=0.5,
+        ask_when_answer_held=True,
+        user_speech_timeout=SPEECH + 0.1,
+        unfinished_timeout=1.3,
+        extra_wait=0.1,
+    )
+    h = await Harness(strategy).start()
+    await h.say(FINISHED)
+    h.strategy.answer_held()
+    await asyncio.sleep(0.005)
+    assert len(model.asked) == 1
+    assert not await h.ended_within(0.05)
+    assert await h.ended_within(0.1)
