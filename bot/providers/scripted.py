@@ -21,7 +21,8 @@ Matching, in words a non-programmer can check:
   match "opened"). A word ending in ``*`` matches any word starting with it ("refund*" matches
   "refunds", "refunded").
 * Each pattern found scores its number of words. The intent with the highest total wins; a tie
-  goes to the intent listed first in the file. If nothing is found, the fallback answer is used.
+  goes to the intent listed first in the file. If nothing is found, the fallback answer is used
+  (``match_by_sound = true``: first by sound, any script, bot.providers.scripted_sounds).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from pipecat.services.llm_service import LLMService
 from pipecat.services.settings import LLMSettings
 
 from bot.config import DATA_DIR
+from bot.providers.scripted_sounds import intent_by_sound
 from bot.providers.scripted_tools import TOOL_KEYS, ToolTurns, ToolUse, bad_replaces, tool_use
 from bot.providers.scripted_words import contains, normalize, pattern_words
 
@@ -136,6 +138,7 @@ class Knowledge:
     fallback: str
     intents: tuple[Intent, ...]
     source: str = "<memory>"
+    by_sound: bool = False  # ``match_by_sound``: no exact pattern found? try them by sound
 
     def match(self, text: str) -> Match:
         """Pick the answer for one utterance (highest score; ties go to the earlier intent)."""
@@ -145,10 +148,12 @@ class Knowledge:
             score, matched = intent.score(words)
             if score > 0 and (best is None or score > best.score):
                 best = Match(intent, intent.answer, score, matched)
+        if best is None and self.by_sound and (heard := intent_by_sound(self.intents, text)):
+            best = Match(heard[0], heard[0].answer, heard[1], tuple(f"~{p}" for p in heard[2]))
         return best or Match(None, self.fallback)
 
 
-_TOP_KEYS = {"greeting", "fallback", "intent"}
+_TOP_KEYS = {"greeting", "fallback", "intent", "match_by_sound"}
 _INTENT_KEYS = {"name", "patterns", "answer", "end_call"} | TOOL_KEYS
 
 
@@ -197,12 +202,14 @@ def parse_knowledge(text: str, source: str = "<memory>") -> Knowledge:
     fallback = _required_text(data, "fallback", "at the top level", problems)
     intents = _intents(data.get("intent"), problems)
     problems += bad_replaces(intents)
+    if not isinstance(by_sound := data.get("match_by_sound", False), bool):
+        problems.append("'match_by_sound' must be true or false (without quotes)")
     if problems:
         raise KnowledgeError(
             f"{source}: {len(problems)} problem(s):\n" + "\n".join(f"  - {p}" for p in problems)
         )
     _warn_shared_patterns(intents, source)
-    return Knowledge(greeting, fallback, tuple(intents), source)
+    return Knowledge(greeting, fallback, tuple(intents), source, by_sound)
 
 
 def _unknown_keys(table: dict[str, Any], allowed: set[str], where: str) -> list[str]:
