@@ -205,10 +205,11 @@ def hear(
     utterance shorter than that is decoded as ``short_language`` (the call's language so far)
     when there is one: the guess on 1-2 s is often wrong.
 
-    Hindi is decoded as Urdu (``DECODE_AS``): same spoken language, and the base model writes
-    espeak-ng's Hindi far better in Urdu script than when told Hindi (bench/offline_hindi.py:
-    intents matched 6/10 against 1/10), as long as the matcher reads any script
-    (bot.providers.scripted_sounds). The transcript is then in Urdu script.
+    Hindi is decoded as Urdu (``DECODE_AS``): the same spoken language, which the base model
+    writes with more of the words right ("کتنے", "شکایت") than when told Hindi, as long as the
+    matcher reads any script (bot.providers.scripted_sounds); the transcript is then in Urdu
+    script. Decoding both ways and reading both caught one more tuning question but added
+    false hits on the held-out sets at twice the time, so one reading it is (README).
     """
     seconds = len(samples) / WHISPER_SAMPLE_RATE
     detected, probability = None, None
