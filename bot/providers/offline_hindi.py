@@ -162,7 +162,7 @@ def restricted_language(info: Any, allowed: tuple[str, ...]) -> tuple[str | None
     unrestricted argmax labels robotic Hindi Thai or Indonesian (research §3.2); restricted
     to {hi, en} with the plain ratio, half our Hindi clips still came out English (Whisper
     base gave English 0.02-0.23 against Hindi 0.01-0.09 on them), while English speech, even
-    espeak-ng's robotic English, has English at least 40 times Hindi (bench/offline_hindi.py).
+    espeak-ng's robotic English, had English at 90 times Hindi or more (bench/offline_hindi.py).
     Giving English a tenth of its weight puts the line between the two. Without English among
     ``allowed`` it is the plain ratio.
     """
