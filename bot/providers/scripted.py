@@ -21,17 +21,16 @@ Matching, in words a non-programmer can check:
   match "opened"). A word ending in ``*`` matches any word starting with it ("refund*" matches
   "refunds", "refunded").
 * Each pattern found scores its number of words. The intent with the highest total wins; a tie
-  goes to the intent listed first in the file. If nothing is found, the fallback answer is used.
+  goes to the intent listed first in the file. If nothing is found, the fallback answer is used
+  (``match_by_sound = true``: first by sound, any script, bot.providers.scripted_sounds).
 """
 
 from __future__ import annotations
 
 import asyncio
 import difflib
-import re
 import time
 import tomllib
-import unicodedata
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +51,9 @@ from pipecat.services.llm_service import LLMService
 from pipecat.services.settings import LLMSettings
 
 from bot.config import DATA_DIR
+from bot.providers.scripted_sounds import intent_by_sound
 from bot.providers.scripted_tools import TOOL_KEYS, ToolTurns, ToolUse, bad_replaces, tool_use
+from bot.providers.scripted_words import contains, normalize, pattern_words
 
 __all__ = [
     "DEFAULT_KNOWLEDGE_PATH",
@@ -79,94 +80,6 @@ class KnowledgeError(ValueError):
 
 
 # --------------------------------------------------------------------------------------------
-# Normalization
-# --------------------------------------------------------------------------------------------
-
-_ONES = (
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-    "fifteen sixteen seventeen eighteen nineteen"
-).split()
-_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
-_SYMBOLS = {"₹": " rupees ", "%": " percent ", "&": " and ", "@": " at ", "+": " plus "}
-_APOSTROPHES = re.compile(r"['\u2019\u02bc`]")
-_DIGIT_GROUPING = re.compile(r"(?<=\d),(?=\d{3}\b)")
-_DECIMAL_POINT = re.compile(r"(?<=\d)\.(?=\d)")
-_DIGIT_LETTER = re.compile(r"(?<=\d)(?=[^\W\d_])|(?<=[^\W\d_])(?=\d)")
-# Devanagari vowel signs and virama are not word characters to ``re``; without them a Hindi
-# word would fall apart at each matra ("मेरा" -> "म", "र").
-_WORD_CHAR = r"(?:[^\W_]|[\u0900-\u0963\u0966-\u097F])"
-_TEXT_TOKEN = re.compile(rf"{_WORD_CHAR}+")
-_PATTERN_TOKEN = re.compile(rf"{_WORD_CHAR}+\*?")
-
-
-def _number_words(digits: str) -> list[str]:
-    """Spell a digit string: 0-999 as a number ("twenty four"), anything else digit by digit.
-
-    Why: Whisper writes "24", "twenty-four" or "twenty four" for the same words, and long
-    numbers (phone, order ids) are read out digit by digit by callers anyway.
-    """
-    if len(digits) > 3 or (len(digits) > 1 and digits.startswith("0")):
-        return [_ONES[int(d)] for d in digits]
-    n = int(digits)
-    words: list[str] = []
-    if n >= 100:
-        words += [_ONES[n // 100], "hundred"]
-        n %= 100
-        if n == 0:
-            return words
-    if n < 20:
-        return words + [_ONES[n]]
-    words.append(_TENS[n // 10])
-    if n % 10:
-        words.append(_ONES[n % 10])
-    return words
-
-
-def _clean(text: str) -> str:
-    text = unicodedata.normalize("NFKC", text).lower()
-    text = _APOSTROPHES.sub("", text)
-    for symbol, word in _SYMBOLS.items():
-        text = text.replace(symbol, word)
-    text = _DIGIT_GROUPING.sub("", text)
-    text = _DECIMAL_POINT.sub(" point ", text)
-    return _DIGIT_LETTER.sub(" ", text)
-
-
-def _tokens(text: str, token_re: re.Pattern[str]) -> list[str]:
-    words: list[str] = []
-    for token in token_re.findall(_clean(text)):
-        if token.isdigit() and token.isascii():
-            words += _number_words(token)
-        else:
-            words.append(token)
-    return words
-
-
-def normalize(text: str) -> list[str]:
-    """The words of ``text`` as the matcher sees them (see the module docstring)."""
-    return _tokens(text, _TEXT_TOKEN)
-
-
-def _pattern_words(pattern: str) -> tuple[str, ...]:
-    """Like :func:`normalize`, but keeps a trailing ``*`` (prefix match) on a word."""
-    return tuple(_tokens(pattern, _PATTERN_TOKEN))
-
-
-def _word_matches(pattern_word: str, word: str) -> bool:
-    if pattern_word.endswith("*"):
-        return word.startswith(pattern_word[:-1])
-    return word == pattern_word
-
-
-def _contains(words: Sequence[str], phrase: tuple[str, ...]) -> bool:
-    n = len(phrase)
-    return any(
-        all(_word_matches(p, w) for p, w in zip(phrase, words[i : i + n], strict=True))
-        for i in range(len(words) - n + 1)
-    )
-
-
-# --------------------------------------------------------------------------------------------
 # Knowledge
 # --------------------------------------------------------------------------------------------
 
@@ -184,14 +97,14 @@ class Intent:
 
     def __post_init__(self) -> None:
         if not self.phrases:
-            object.__setattr__(self, "phrases", tuple(_pattern_words(p) for p in self.patterns))
+            object.__setattr__(self, "phrases", tuple(pattern_words(p) for p in self.patterns))
 
     def score(self, words: Sequence[str]) -> tuple[int, tuple[str, ...]]:
         """Total words of the patterns found in ``words``, and those patterns."""
         found = [
             (pattern, len(phrase))
             for pattern, phrase in zip(self.patterns, self.phrases, strict=True)
-            if phrase and _contains(words, phrase)
+            if phrase and contains(words, phrase)
         ]
         return sum(n for _, n in found), tuple(p for p, _ in found)
 
@@ -225,6 +138,7 @@ class Knowledge:
     fallback: str
     intents: tuple[Intent, ...]
     source: str = "<memory>"
+    by_sound: bool = False  # ``match_by_sound``: no exact pattern found? try them by sound
 
     def match(self, text: str) -> Match:
         """Pick the answer for one utterance (highest score; ties go to the earlier intent)."""
@@ -234,10 +148,12 @@ class Knowledge:
             score, matched = intent.score(words)
             if score > 0 and (best is None or score > best.score):
                 best = Match(intent, intent.answer, score, matched)
+        if best is None and self.by_sound and (heard := intent_by_sound(self.intents, text)):
+            best = Match(heard[0], heard[0].answer, heard[1], tuple(f"~{p}" for p in heard[2]))
         return best or Match(None, self.fallback)
 
 
-_TOP_KEYS = {"greeting", "fallback", "intent"}
+_TOP_KEYS = {"greeting", "fallback", "intent", "match_by_sound"}
 _INTENT_KEYS = {"name", "patterns", "answer", "end_call"} | TOOL_KEYS
 
 
@@ -286,12 +202,14 @@ def parse_knowledge(text: str, source: str = "<memory>") -> Knowledge:
     fallback = _required_text(data, "fallback", "at the top level", problems)
     intents = _intents(data.get("intent"), problems)
     problems += bad_replaces(intents)
+    if not isinstance(by_sound := data.get("match_by_sound", False), bool):
+        problems.append("'match_by_sound' must be true or false (without quotes)")
     if problems:
         raise KnowledgeError(
             f"{source}: {len(problems)} problem(s):\n" + "\n".join(f"  - {p}" for p in problems)
         )
     _warn_shared_patterns(intents, source)
-    return Knowledge(greeting, fallback, tuple(intents), source)
+    return Knowledge(greeting, fallback, tuple(intents), source, by_sound)
 
 
 def _unknown_keys(table: dict[str, Any], allowed: set[str], where: str) -> list[str]:
@@ -371,7 +289,7 @@ def _patterns(raw: Any, label: str, problems: list[str]) -> tuple[str, ...]:
         problems.append(f"{label}: 'patterns' is empty; add at least one word or phrase")
         return ()
     for pattern in raw:
-        if not _pattern_words(pattern):
+        if not pattern_words(pattern):
             problems.append(f"{label}: pattern {pattern!r} has no words to match")
     return tuple(dict.fromkeys(p.strip() for p in raw))  # drop exact repeats, keep order
 

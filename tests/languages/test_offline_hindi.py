@@ -12,13 +12,14 @@ from bot.config import Settings
 from bot.conversation.language import prepare_languages
 from bot.languages import DEFAULT_PHRASES
 from bot.providers import SharedResources, choose_providers
-from bot.providers.offline import get_offline_models
+from bot.providers.offline import _resample_once, get_offline_models, synthesize
 from bot.providers.offline_hindi import (
     BASE_PIN,
     DetectingWhisperSTT,
     EspeakHindiTTS,
     espeak_pcm,
     get_hindi_models,
+    hear,
     joined_model_dir,
     restricted_language,
 )
@@ -51,8 +52,31 @@ def test_whispers_guess_is_restricted_to_the_calls_languages():
     class Info:  # faster-whisper's TranscriptionInfo, as much as the guess reads
         all_language_probs = [("id", 0.40), ("hi", 0.30), ("th", 0.20), ("en", 0.10)]
 
-    assert restricted_language(Info(), ("en", "hi")) == ("hi", pytest.approx(0.75))
+    # English counts a tenth (ENGLISH_BIAS): 0.30 / (0.30 + 0.01)
+    assert restricted_language(Info(), ("en", "hi")) == ("hi", pytest.approx(0.30 / 0.31))
     assert restricted_language(Info(), ("ta",)) == (None, 0.0)
+
+
+def _16k(pcm8k: bytes) -> np.ndarray:
+    return np.frombuffer(_resample_once(pcm8k, 8000, 16000), np.int16).astype(np.float32) / 32768
+
+
+def test_whisper_base_hears_espeak_hindi_as_hindi_and_its_intent_by_sound():
+    whisper = get_hindi_models().whisper
+    question = _16k(espeak_pcm("मुझे किसी एजेंट से बात करनी है, शिकायत करनी है।", rate=8000))
+    auto = hear(whisper, question, language=None)
+    assert auto.language == "hi" and auto.probability >= 0.7 and auto.seconds >= 3.0
+    fixed = hear(whisper, question, language="hi")  # decoded as Urdu: see hear()
+    match = load_language_knowledge()["hi-IN"].match(fixed.text)
+    assert match.name == "agent", fixed.text
+    english = _16k(
+        synthesize(
+            get_offline_models(),
+            "Where exactly is your office? Please tell me the full address and a landmark.",
+            8000,
+        )
+    )
+    assert hear(whisper, english, language=None).language == "en"
 
 
 async def test_a_hindi_call_offline_is_heard_answered_and_spoken_in_hindi(monkeypatch):
