@@ -40,7 +40,8 @@ DEMO_QUESTIONS = (
 DEMO_BARGE_IN = "Sorry, where is your office?"
 DEMO_GOODBYE = "That's all, thank you. Bye."
 # The Hindi call (``--lang hi-IN``): short questions with the words callers borrow from
-# English, which the offline Whisper base still catches in espeak-ng's robotic Hindi.
+# English. The offline Whisper base mishears most of espeak-ng's robotic Hindi (README, "What
+# offline Hindi can and cannot do"): expect the apology for most turns, the goodbye's "bye".
 HINDI_QUESTIONS = ("नमस्ते", "मुझे रिफ़ंड चाहिए")
 HINDI_BARGE_IN = "आपका ऑफ़िस कहाँ है?"
 HINDI_GOODBYE = "बस इतना ही, धन्यवाद। बाय।"
